@@ -1,0 +1,240 @@
+"""`gatewright ...`: one command line over every stage.
+
+A user's mistake (bad file, bad flag value, data that does not fit) prints one ``error:`` message and
+exits with status 2; only a bug shows a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gatewright import __version__, devices
+from gatewright.build.bundle import Bundle
+from gatewright.build.pipeline import STEPS, build
+from gatewright.errors import GatewrightError, InputDataError
+from gatewright.model import Dense, ModelGraph, intake
+from gatewright.quant import PrecisionConfig
+from gatewright.quant.report import QuantReport, as_array
+from gatewright.targets import TARGETS
+
+app = typer.Typer(
+    name="gatewright",
+    help="Vendor-free ML inference on open FPGAs: ONNX in, fixed point, bit-exact emulation, served.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# A pipe gets 80 columns from rich by default, too narrow for the report tables.
+_WIDTH = None if sys.stdout.isatty() else 150
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+ModelArg = Annotated[Path, typer.Argument(help="An ONNX model file.", show_default=False)]
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"gatewright {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def inspect(model: ModelArg) -> None:
+    """Show the model's layers, shapes, MACs and the hardware / host split."""
+    graph = intake(model)
+    _print_io(graph)
+    nodes = Table(title="Nodes", title_justify="left")
+    for column in ("#", "node", "op", "part", "output"):
+        nodes.add_column(column)
+    for node in graph.nodes:
+        style = {"hardware": "green", "host": "cyan", "constant": "dim"}[node.part]
+        nodes.add_row(str(node.position), node.name, node.op_type, f"[{style}]{node.part}[/]", ", ".join(node.outputs))
+    out.print(nodes)
+    layers = Table(title="Hardware layers", title_justify="left")
+    for column in ("layer", "kind", "shape", "MACs"):
+        layers.add_column(column)
+    for layer in graph.hardware.layers:
+        if isinstance(layer, Dense):
+            layers.add_row(layer.name, "Dense", f"{layer.n_in} -> {layer.n_out}", f"{layer.macs:,}")
+        else:
+            layers.add_row(layer.name, layer.describe(), "", "")
+    out.print(layers)
+    hw = graph.hardware
+    host = ", ".join(graph.host.nodes) if graph.host.nodes else "nothing"
+    out.print(
+        f"Split: hardware {hw.input.name} -> {hw.output} ({hw.n_in} -> {hw.n_out}, {hw.macs:,} MACs per sample, "
+        f"{len(hw.nodes)} nodes); host: {host}"
+    )
+
+
+@app.command("build")
+def build_command(
+    model: ModelArg,
+    target: Annotated[str, typer.Option(help=f"One of: {', '.join(TARGETS)}.")] = "generic",
+    until: Annotated[str, typer.Option(help=f"Last step to run: {', '.join(STEPS)}.")] = STEPS[-1],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Bundle directory (default: MODEL_NAME.TARGET.bundle).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Representative inputs (.npy) that set the activation formats.")
+    ] = None,
+    bits: Annotated[
+        list[str] | None,
+        typer.Option(help="Precision: 8 (weights), weight=6, activation=fixed<12,4>, fc1.weight=6. Repeatable."),
+    ] = None,
+    precision: Annotated[Path | None, typer.Option(help="YAML / JSON precision file (defaults and layers).")] = None,
+) -> None:
+    """Build a firmware bundle (this release: up to the quantize step)."""
+    config = PrecisionConfig.build(precision, bits)
+    destination = out_dir or Path(f"{model.stem}.{target}.bundle")
+    bundle, report = build(
+        model, destination, target=target, until=until, calibration=calibration, precision=config,
+        echo=lambda line: err.print(line, highlight=False, markup=False),
+    )
+    print_report(report)
+    out.print(f"bundle written to {bundle.path}")
+
+
+@app.command()
+def predict(
+    source: Annotated[Path, typer.Argument(help="A bundle directory or an ONNX model.", show_default=False)],
+    input_path: Annotated[Path, typer.Option("--input", help=".npy (one input) or .npz keyed by input name.")],
+    output_path: Annotated[Path, typer.Option("--output", help=".npz keyed by output name, or .npy for one output.")],
+    device: Annotated[str, typer.Option(help="emu (integer emulator) or cpu (onnxruntime, float).")] = "emu",
+) -> None:
+    """Run a model on a device and save its outputs."""
+    if output_path.suffix not in (".npz", ".npy"):
+        raise InputDataError(f"--output {output_path}: use a .npz file (or .npy for a single output)")
+    with devices.open(device) as dev:
+        model = dev.load(source)
+        feeds = _read_inputs(input_path, [spec.name for spec in model.inputs])
+        outputs = model.infer(feeds)
+    _write_outputs(output_path, outputs)
+    shapes = ", ".join(f"{name} {list(as_array(value).shape)}" for name, value in outputs.items())
+    out.print(f"{device}: wrote {shapes} to {output_path}")
+
+
+@app.command("devices")
+def devices_command() -> None:
+    """List the devices available here."""
+    table = Table()
+    for column in ("device", "runs", "max models", "description"):
+        table.add_column(column)
+    for info in devices.list():
+        table.add_row(info.uri, info.runs, "any" if info.max_models is None else str(info.max_models), info.description)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its model, data and bundle.")] = Path(
+        "demo-output"
+    ),
+) -> None:
+    """End-to-end demo: train a digits MLP, quantize it, and compare emu with the float model."""
+    from gatewright.demo import run_demo
+
+    run_demo(workdir, out)
+
+
+def print_report(report: QuantReport) -> None:
+    table = Table(title=f"Quantization ({report.samples} samples, "
+                  f"{'calibrated' if report.calibrated else 'not calibrated: default formats'})", title_justify="left")
+    for column in ("layer", "input", "weight", "bias", "accumulator", "output", "observed range", "saturated",
+                   "max |error|"):
+        table.add_column(column)
+    for layer in report.layers:
+        observed = "-" if layer.observed is None else f"[{layer.observed[0]:.3g}, {layer.observed[1]:.3g}]"
+        f = layer.formats
+        table.add_row(layer.name, f["input"], f["weight"], f["bias"], f["accumulator"], f["activation"], observed,
+                      str(layer.accumulator_saturated + layer.output_saturated), f"{layer.max_abs_error:.3g}")
+    out.print(table)
+    out.print(f"input {report.input_format}: {report.input_saturated} saturated values")
+    if report.top1_agreement is not None:
+        out.print(f"top-1 agreement with the float model: {report.top1_agreement:.2%}")
+    for name, figures in report.outputs.items():
+        text = ", ".join(f"{key.replace('_', ' ')} {value:.4g}" for key, value in figures.items())
+        out.print(f"output {name}: {text}")
+
+
+def _print_io(graph: ModelGraph) -> None:
+    out.print(f"[bold]{graph.name}[/] ({graph.producer or 'unknown producer'}, opset {graph.opset}, "
+              f"sha256 {graph.sha256[:12]})")
+    for kind, specs in (("input", graph.inputs), ("output", graph.outputs)):
+        for spec in specs:
+            shape = "" if spec.shape is None else " [" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
+            out.print(f"  {kind} {spec.name}: {spec.dtype}{shape}")
+
+
+def _read_inputs(path: Path, names: list[str]) -> dict[str, Any]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputDataError(f"--input {path}: no such file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(f"--input {path}: not a NumPy .npy/.npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise InputDataError(f"--input {path}: the model has inputs {', '.join(names)}; give an .npz keyed by them")
+        return {names[0]: loaded}
+    with loaded:
+        if len(loaded.files) == 1 and len(names) == 1 and loaded.files[0] not in names:
+            return {names[0]: loaded[loaded.files[0]]}
+        return {key: loaded[key] for key in loaded.files}
+
+
+def _write_outputs(path: Path, outputs: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same directory, then a rename."""
+    arrays = {name: as_array(value) for name, value in outputs.items()}
+    if path.suffix == ".npy" and len(arrays) != 1:
+        raise InputDataError(f"--output {path}: the model has outputs {', '.join(arrays)}; use an .npz file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if path.suffix == ".npy":
+                np.save(handle, next(iter(arrays.values())))
+            else:
+                np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main() -> None:
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    try:
+        app(standalone_mode=False)
+    except GatewrightError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors: show them as click would
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""``cpu``: the reference. onnxruntime runs the original float model, whatever operators it holds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from gatewright.build.bundle import Bundle
+from gatewright.devices.base import Device, DeviceInfo, Model
+from gatewright.model import load_model
+from gatewright.model.runtime import OnnxRunner
+
+
+class CpuModel(Model):
+    def __init__(self, source: bytes, label: str) -> None:
+        loaded = load_model(source, label)
+        super().__init__(loaded.name, loaded.inputs, loaded.outputs)
+        self.runner = OnnxRunner(source, loaded.fixed_batch)
+
+    def _infer(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        return self.runner.run(feeds)
+
+
+class CpuDevice(Device):
+    kind = "cpu"
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(
+            uri=self.uri, kind=self.kind, description="onnxruntime on the float model (the reference)",
+            max_models=None, max_batch=None, dtypes=("float32", "float64", "int64", "str"), runs="bundle+onnx",
+            extra={"threads": os.cpu_count()},
+        )
+
+    def _load(self, source: Bundle | Path) -> Model:
+        if isinstance(source, Bundle):
+            return CpuModel(source.source_model(), str(source.path / "model.onnx"))
+        return CpuModel(source.read_bytes(), str(source))

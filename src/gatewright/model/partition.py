@@ -1,0 +1,450 @@
+"""Split a model into its hardware part (the longest integer-friendly prefix) and its host part.
+
+The hardware part starts at the model's first input and follows the chain of nodes while each one is
+supported. Linear maps (Gemm in any form, MatMul, a following bias Add) become ``Dense`` layers;
+batch normalization and per-feature constant Add / Sub / Mul / Div fold into the neighbouring
+linear layer; Relu, LeakyRelu and Clip become ``Activation`` layers; Identity, Dropout, Flatten,
+Reshape that keeps the batch axis, Transpose of a matrix and Cast between float types change
+nothing the hardware sees. Everything after the chain is the host part, which must hold no layer
+that needs the hardware (no Gemm, MatMul, Conv, recurrent cell, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from gatewright.errors import UnsupportedModelError
+from gatewright.model.ir import Activation, Dense, HardwarePart, HostPart, Layer, Node
+from gatewright.model.load import tensor_spec
+
+HARDWARE_OPS = (
+    "Gemm", "MatMul (+ Add bias)", "BatchNormalization", "Relu", "LeakyRelu", "Clip",
+    "Identity", "Dropout", "Flatten", "Reshape (batch axis kept)", "Transpose (2-D)", "Cast (float to float)",
+    "Add/Sub/Mul/Div by a per-feature constant",
+)
+# Operators that carry learned weights or a network layer: they cannot be left to the host.
+LAYER_OPS = frozenset({
+    "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Conv", "ConvInteger", "QLinearConv",
+    "ConvTranspose", "LSTM", "GRU", "RNN", "Einsum", "Attention", "MultiHeadAttention",
+    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
+    "LinearClassifier", "LinearRegressor", "SVMClassifier", "SVMRegressor",
+    "TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+})
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+class _Reject(Exception):
+    """A node the hardware chain cannot take; the message says why (used in the error text)."""
+
+
+@dataclass
+class _Chain:
+    """The state of the hardware chain while it is being walked."""
+
+    feats: int
+    rank: int
+    batch_axis: int = 0
+    layers: list[Layer] = field(default_factory=list)
+    open_dense: bool = False  # the last layer is a Dense that no activation has closed yet
+    pending_scale: np.ndarray | None = None  # a per-feature affine waiting for the next Dense
+    pending_offset: np.ndarray | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.pending_scale is None
+
+
+def partition(
+    inferred: onnx.ModelProto, label: str
+) -> tuple[HardwarePart, HostPart, tuple[Node, ...], int | None]:
+    """Walk the chain, then extract the host subgraph. Raises ``UnsupportedModelError`` with a fix."""
+    graph = inferred.graph
+    constants = _constants(graph)
+    value_types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+    graph_inputs = [i for i in graph.input if i.name not in constants]
+    output_names = [o.name for o in graph.output]
+    consumers: dict[str, list[int]] = {}
+    for position, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(position)
+
+    if not graph_inputs:
+        raise UnsupportedModelError(f"{label}: the model has no inputs; gatewright needs one float input")
+    first = graph_inputs[0]
+    first_spec = tensor_spec(first.name, first.type)
+    if first.type.tensor_type.elem_type not in _FLOAT_TYPES or first_spec.shape is None:
+        raise UnsupportedModelError(
+            f"{label}: input '{first.name}' is {first_spec.dtype}; the hardware part needs a float tensor input. "
+            "Serve the model on the CPU (--device cpu)."
+        )
+    shape = first_spec.shape
+    if len(shape) < 2 or not all(isinstance(d, int) for d in shape[1:]):
+        raise UnsupportedModelError(
+            f"{label}: input '{first.name}' has shape {list(shape)}; the hardware part needs (batch, features...) "
+            "with every dimension after the batch fixed. Export the model with a fixed feature size."
+        )
+    fixed_batch = shape[0] if isinstance(shape[0], int) else None
+    chain = _Chain(feats=math.prod(int(d) for d in shape[1:]), rank=len(shape))
+
+    current, taken, committed = first.name, [], (0, first.name, 0, 0)
+    stop_position, stop_reason = None, ""
+    while current not in output_names:
+        users = consumers.get(current, [])
+        if len(users) != 1:
+            if len(users) > 1:
+                stop_position = users[0]
+                names = ", ".join(f"'{graph.node[u].name}'" for u in users)
+                stop_reason = f"its input '{current}' also feeds {names}; the hardware part must be a chain"
+            break
+        node = graph.node[users[0]]
+        try:
+            _check_single_output(node, consumers, output_names)
+            _take(node, chain, constants, fixed_batch, value_types)
+        except _Reject as exc:
+            stop_position, stop_reason = users[0], str(exc)
+            break
+        taken.append(users[0])
+        current = node.output[0]
+        if chain.settled:
+            committed = (len(taken), current, len(chain.layers), chain.batch_axis)
+
+    n_taken, boundary, n_layers, batch_axis = committed
+    if len(taken) > n_taken:  # a scaling that no linear layer followed: leave it to the host
+        stop_position, stop_reason = taken[n_taken], "no linear layer follows it to fold it into"
+    hw_positions = set(taken[:n_taken])
+    layers = tuple(chain.layers[:n_layers])
+    host_positions = [p for p in range(len(graph.node)) if p not in hw_positions and graph.node[p].op_type != "Constant"]
+
+    blocking = [p for p in host_positions if graph.node[p].op_type in LAYER_OPS]
+    if blocking or not any(isinstance(layer, Dense) for layer in layers):
+        raise UnsupportedModelError(
+            _unsupported_message(label, graph, stop_position, stop_reason, blocking, bool(layers))
+        )
+
+    boundary_type = value_types.get(boundary)
+    boundary_dtype = tensor_spec(boundary, boundary_type).dtype if boundary_type else first_spec.dtype
+    hardware = HardwarePart(
+        input=first_spec,
+        output=boundary,
+        output_dtype=boundary_dtype,
+        output_transposed=batch_axis == 1,
+        layers=layers,
+        nodes=tuple(graph.node[p].name or f"#{p}" for p in sorted(hw_positions)),
+    )
+    host = _extract_host(inferred, host_positions, hardware, constants)
+    used_by_host = {name for p in host_positions for name in graph.node[p].input}
+    nodes = tuple(
+        Node(
+            position=p,
+            name=n.name or f"#{p}",
+            op_type=n.op_type,
+            domain=n.domain or "ai.onnx",
+            inputs=tuple(n.input),
+            outputs=tuple(n.output),
+            part="hardware" if p in hw_positions
+            else "constant" if n.op_type == "Constant" and not (set(n.output) & used_by_host)
+            else "host",
+        )
+        for p, n in enumerate(graph.node)
+    )
+    return hardware, host, nodes, fixed_batch
+
+
+def _check_single_output(node: onnx.NodeProto, consumers: dict[str, list[int]], outputs: list[str]) -> None:
+    for extra in node.output[1:]:
+        if extra and (extra in consumers or extra in outputs):
+            raise _Reject(f"its extra output '{extra}' is used; the hardware computes one tensor per layer")
+
+
+def _take(
+    node: onnx.NodeProto,
+    chain: _Chain,
+    constants: dict[str, np.ndarray],
+    fixed_batch: int | None,
+    value_types: dict[str, onnx.TypeProto],
+) -> None:
+    """Fold ``node`` into the chain, or raise ``_Reject`` saying why it cannot run on hardware."""
+    op = node.op_type
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.domain not in ("", "ai.onnx"):
+        raise _Reject(f"operator domain '{node.domain}' has no hardware mapping")
+    if op in ("Identity", "Dropout"):
+        if op == "Dropout" and (attrs.get("training_mode") or _const(node, 2, constants, optional=True)):
+            raise _Reject("Dropout in training mode changes values")
+        return
+    if op == "Cast":
+        if attrs.get("to") not in _FLOAT_TYPES:
+            raise _Reject("only a Cast between float types keeps the values the hardware computes")
+        return
+    if op == "Flatten":
+        axis = int(attrs.get("axis", 1))
+        if chain.batch_axis != 0 or axis not in (1, 1 - chain.rank):
+            raise _Reject(f"Flatten(axis={axis}) does not keep the batch axis")
+        chain.rank = 2
+        return
+    if op == "Reshape":
+        _reshape(chain, _const(node, 1, constants), fixed_batch)
+        return
+    if op == "Transpose":
+        perm = list(attrs.get("perm", [1, 0]))
+        if chain.rank != 2 or perm != [1, 0]:
+            raise _Reject("only the 2-D transpose (perm [1, 0]) is supported")
+        chain.batch_axis = 1 - chain.batch_axis
+        return
+    if op in ("Relu", "LeakyRelu", "Clip"):
+        if not chain.settled:
+            raise _Reject("an activation cannot follow a constant scaling that no linear layer absorbed")
+        chain.layers.append(_activation(node, attrs, constants))
+        chain.open_dense = False
+        return
+    if op in ("Gemm", "MatMul"):
+        _linear(node, attrs, chain, constants)
+        return
+    if op == "BatchNormalization":
+        if attrs.get("training_mode"):
+            raise _Reject("BatchNormalization in training mode")
+        if chain.rank != 2 or chain.batch_axis != 0:
+            raise _Reject("BatchNormalization is supported on (batch, features) tensors")
+        scale, bias, mean, var = (_const(node, i, constants).astype(np.float64).ravel() for i in (1, 2, 3, 4))
+        factor = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        _affine(chain, factor, bias - mean * factor)
+        return
+    if op in ("Add", "Sub", "Mul", "Div"):
+        _elementwise_constant(node, chain, constants)
+        return
+    raise _Reject(f"{op} has no hardware mapping")
+
+
+def _reshape(chain: _Chain, target: np.ndarray, fixed_batch: int | None) -> None:
+    dims = [int(d) for d in np.asarray(target).ravel()]
+    if chain.batch_axis != 0 or not dims:
+        raise _Reject("Reshape must keep the batch axis first")
+    rest = dims[1:]
+    if dims[0] not in (0, -1) and dims[0] != fixed_batch:
+        raise _Reject(f"Reshape to {dims} does not keep the batch axis")
+    if rest.count(-1) > 1 or 0 in rest or any(d < -1 for d in rest):
+        raise _Reject(f"Reshape to {dims} is not a plain regrouping of the features")
+    known = math.prod(d for d in rest if d != -1)
+    if dims[0] == -1 and -1 in rest:
+        raise _Reject(f"Reshape to {dims} leaves the batch axis ambiguous")
+    if (-1 not in rest and known != chain.feats) or (-1 in rest and chain.feats % known):
+        raise _Reject(f"Reshape to {dims} does not keep the batch axis ({chain.feats} features per sample)")
+    chain.rank = len(dims)
+
+
+def _activation(node: onnx.NodeProto, attrs: dict[str, object], constants: dict[str, np.ndarray]) -> Activation:
+    name = node.name or node.output[0]
+    if node.op_type == "Relu":
+        return Activation(name, "relu", (name,))
+    if node.op_type == "LeakyRelu":
+        return Activation(name, "leaky_relu", (name,), alpha=float(attrs.get("alpha", 0.01)))  # type: ignore[arg-type]
+    low = _const(node, 1, constants, optional=True)
+    high = _const(node, 2, constants, optional=True)
+    low_value = float(low) if low is not None else attrs.get("min")  # opset < 11 keeps bounds as attributes
+    high_value = float(high) if high is not None else attrs.get("max")
+    return Activation(
+        name, "clip", (name,),
+        low=None if low_value is None else float(low_value),  # type: ignore[arg-type]
+        high=None if high_value is None else float(high_value),  # type: ignore[arg-type]
+    )
+
+
+def _linear(node: onnx.NodeProto, attrs: dict[str, object], chain: _Chain, constants: dict[str, np.ndarray]) -> None:
+    """Gemm in every form and MatMul, with the activation on either side, become one Dense."""
+    if chain.rank != 2:
+        raise _Reject(f"{node.op_type} needs a (batch, features) input; flatten it first")
+    a_const = node.input[0] in constants
+    b_const = node.input[1] in constants
+    if a_const == b_const:
+        raise _Reject(f"{node.op_type} needs exactly one constant (weight) operand")
+    if node.op_type == "Gemm":
+        trans_a, trans_b = bool(attrs.get("transA", 0)), bool(attrs.get("transB", 0))
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))  # type: ignore[arg-type]
+    else:
+        trans_a = trans_b = False
+        alpha, beta = 1.0, 1.0
+    if b_const:  # activation is A: op(A) must be (batch, K) -> output (batch, M)
+        if chain.batch_axis != int(trans_a):
+            raise _Reject(f"{node.op_type} input layout does not put the batch on the rows")
+        weight = constants[node.input[1]].astype(np.float64)
+        weight = weight.T if trans_b else weight
+        out_batch_axis = 0
+    else:  # activation is B: op(B) must be (K, batch) -> output (M, batch)
+        if chain.batch_axis != 1 - int(trans_b):
+            raise _Reject(f"{node.op_type} input layout does not put the batch on the columns")
+        weight = constants[node.input[0]].astype(np.float64)
+        weight = (weight if trans_a else weight.T)
+        out_batch_axis = 1
+    if weight.ndim != 2 or weight.shape[0] != chain.feats:
+        raise _Reject(f"weight of shape {list(weight.shape)} does not match {chain.feats} input features")
+    n_out = weight.shape[1]
+    bias = np.zeros(n_out)
+    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        if node.input[2] not in constants:
+            raise _Reject("Gemm's C operand must be a constant bias")
+        bias = beta * _per_feature(constants[node.input[2]], n_out, out_batch_axis, "Gemm's C")
+    weight = alpha * weight
+    if chain.pending_scale is not None and chain.pending_offset is not None:  # fold x*s+o into this layer
+        bias = bias + chain.pending_offset @ weight
+        weight = chain.pending_scale[:, None] * weight
+        chain.pending_scale = chain.pending_offset = None
+    chain.layers.append(Dense(node.name or node.output[0], weight, bias, (node.name or node.output[0],)))
+    chain.feats, chain.batch_axis, chain.open_dense = n_out, out_batch_axis, True
+
+
+def _elementwise_constant(node: onnx.NodeProto, chain: _Chain, constants: dict[str, np.ndarray]) -> None:
+    op = node.op_type
+    first_const = node.input[0] in constants
+    if first_const == (node.input[1] in constants):
+        raise _Reject(f"{op} needs exactly one constant operand to be a per-feature scaling")
+    if chain.rank != 2:
+        raise _Reject(f"{op} by a constant is supported on (batch, features) tensors")
+    value = _per_feature(constants[node.input[0 if first_const else 1]], chain.feats, chain.batch_axis, op)
+    ones = np.ones(chain.feats)
+    if op == "Add":
+        scale, offset = ones, value
+    elif op == "Mul":
+        scale, offset = value, np.zeros(chain.feats)
+    elif op == "Sub":
+        scale, offset = (-ones, value) if first_const else (ones, -value)
+    else:
+        if first_const:
+            raise _Reject("a constant divided by the activation is not linear")
+        if np.any(value == 0):
+            raise _Reject("Div by a constant that holds zeros")
+        scale, offset = 1.0 / value, np.zeros(chain.feats)
+    _affine(chain, scale, offset)
+
+
+def _affine(chain: _Chain, scale: np.ndarray, offset: np.ndarray) -> None:
+    """``x * scale + offset`` per feature: fold into the open Dense, or hold it for the next one."""
+    if len(scale) != chain.feats:
+        raise _Reject(f"per-feature constant of length {len(scale)} does not match {chain.feats} features")
+    if chain.open_dense:
+        last = chain.layers[-1]
+        assert isinstance(last, Dense)
+        chain.layers[-1] = Dense(last.name, last.weight * scale, last.bias * scale + offset, last.nodes)
+    elif chain.pending_scale is not None and chain.pending_offset is not None:
+        chain.pending_scale = chain.pending_scale * scale
+        chain.pending_offset = chain.pending_offset * scale + offset
+    else:
+        chain.pending_scale, chain.pending_offset = scale.astype(np.float64), offset.astype(np.float64)
+
+
+def _per_feature(value: np.ndarray, feats: int, batch_axis: int, what: str) -> np.ndarray:
+    """A constant that broadcasts along the batch only, as a vector over the features."""
+    array = np.asarray(value, dtype=np.float64)
+    target = (1, feats) if batch_axis == 0 else (feats, 1)
+    if array.ndim > 2:
+        raise _Reject(f"{what} of shape {list(array.shape)} is not a per-feature constant")
+    try:
+        return np.broadcast_to(array.reshape((1,) * (2 - array.ndim) + array.shape), target).ravel().copy()
+    except ValueError:
+        raise _Reject(f"{what} of shape {list(array.shape)} is not a per-feature constant") from None
+
+
+def _const(
+    node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray], optional: bool = False
+) -> np.ndarray:
+    name = node.input[index] if index < len(node.input) else ""
+    if not name:
+        if optional:
+            return None  # type: ignore[return-value]
+        raise _Reject(f"its input #{index} is missing")
+    if name not in constants:
+        raise _Reject(f"its input '{name}' must be a constant")
+    return constants[name]
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Constant" or not node.attribute:
+            continue
+        attr = node.attribute[0]
+        if attr.name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(attr.t)
+        elif attr.name in ("value_float", "value_int"):
+            constants[node.output[0]] = np.array(helper.get_attribute_value(attr))
+        elif attr.name in ("value_floats", "value_ints"):
+            constants[node.output[0]] = np.array(list(helper.get_attribute_value(attr)))
+    return constants
+
+
+def _extract_host(
+    inferred: onnx.ModelProto, positions: list[int], hardware: HardwarePart, constants: dict[str, np.ndarray]
+) -> HostPart:
+    """The host subgraph: every node after the hardware part, fed by the boundary tensor."""
+    graph = inferred.graph
+    host_outputs = [o for o in graph.output if o.name != hardware.output]
+    if not host_outputs:
+        return HostPart(None, (), (), ())
+    nodes = [graph.node[p] for p in positions]
+    needed = {name for n in nodes for name in _all_inputs(n)}
+    const_nodes = [
+        n for n in graph.node if n.op_type == "Constant" and set(n.output) & needed and n not in nodes
+    ]
+    batch = "batch"
+    dims: list[int | str] = [batch, hardware.n_out]
+    if hardware.output_transposed:
+        dims.reverse()
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(hardware.output_dtype))
+    inputs = [helper.make_tensor_value_info(hardware.output, elem, dims)] if hardware.output in needed else []
+    inputs += [i for i in graph.input if i.name in needed and i.name not in constants]
+    initializers = [init for init in graph.initializer if init.name in needed]
+    host_graph = helper.make_graph(
+        [*const_nodes, *nodes], f"{graph.name or 'model'}_host", inputs, host_outputs, initializers
+    )
+    model = helper.make_model(
+        host_graph, opset_imports=list(inferred.opset_import), ir_version=inferred.ir_version,
+        functions=list(inferred.functions), producer_name="gatewright",
+    )
+    onnx.checker.check_model(model)
+    return HostPart(
+        model.SerializeToString(),
+        tuple(i.name for i in inputs),
+        tuple(o.name for o in host_outputs),
+        tuple(n.name for n in nodes),
+    )
+
+
+def _all_inputs(node: onnx.NodeProto) -> set[str]:
+    """Inputs of a node and of every subgraph inside it (If / Loop / Scan bodies)."""
+    names = set(node.input)
+    for attr in node.attribute:
+        subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in subgraphs:
+            for inner in sub.node:
+                names |= _all_inputs(inner)
+    return names
+
+
+def _unsupported_message(
+    label: str, graph: onnx.GraphProto, stop: int | None, reason: str, blocking: list[int], has_layers: bool
+) -> str:
+    supported = "Supported on hardware: " + ", ".join(HARDWARE_OPS) + "."
+    fix = "Change the model so these operators come after the hardware part, or run it on the CPU (--device cpu)."
+    if stop is not None:
+        node = graph.node[stop]
+        head = f"{label}: node '{node.name or f'#{stop}'}' ({node.op_type}, position {stop}) cannot run on the FPGA"
+        head += f": {reason}." if reason else "."
+    else:
+        head = f"{label}: the model has no layer that can run on the FPGA."
+    lines = [head]
+    later = [p for p in blocking if p != stop]
+    if later:
+        node = graph.node[later[0]]
+        lines.append(
+            f"The hardware part ends there, but node '{node.name or f'#{later[0]}'}' ({node.op_type}, "
+            f"position {later[0]}) comes after it and needs the hardware."
+        )
+    elif stop is not None and not has_layers:
+        lines.append("Nothing before it is a linear layer, so the hardware part would be empty.")
+    lines += [supported, fix]
+    return "\n".join(lines)

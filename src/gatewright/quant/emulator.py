@@ -1,0 +1,206 @@
+"""The golden integer emulator: the quantized hardware part, computed exactly and fast.
+
+Two implementations of the same semantics (``gatewright.quant.qir`` states them):
+
+* ``trace`` follows the definition step by step on int64 (or Python integers when a layer could
+  exceed 63 bits) and counts saturations. It is the reference and feeds the quantization report.
+* ``run`` is the fast path. Integers ride in float64 and the matrix products go to BLAS wherever a
+  bound proves that every partial sum stays an integer below 2**53, so no rounding can occur.
+  Scaling by a power of two is exact in floating point, so the requantization shift is folded into
+  the weights, the rounding offset into the bias, and the clamps of following ReLU / Clip layers
+  into the saturation bounds. Layers the bound does not cover run on the exact path instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gatewright.quant.fixed import FixedFormat, quantize_to_float_ints, saturate, shift_round
+from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel
+
+FLOAT_EXACT_LIMIT = 1 << 53
+INT64_LIMIT = 1 << 62
+
+
+@dataclass
+class Trace:
+    """Raw integer values after each layer and saturation counts, from ``Emulator.trace``."""
+
+    input: np.ndarray
+    values: list[np.ndarray] = field(default_factory=list)
+    input_saturated: int = 0
+    accumulator_saturated: dict[str, int] = field(default_factory=dict)
+    output_saturated: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _FastDense:
+    weight: np.ndarray  # float64, already scaled by 2**-shift
+    offset: np.ndarray  # scaled bias plus the rounding half
+    rounds: bool  # floor is needed (the shift is to the right)
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class _FastClamp:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class _FastLeaky:
+    alpha: float  # alpha_raw * 2**-ALPHA_FRAC: exact power-of-two scaled integer
+    low: float
+    high: float
+
+
+class Emulator:
+    """Runs a ``QuantizedModel`` on batches of real or raw inputs."""
+
+    def __init__(self, model: QuantizedModel) -> None:
+        self.model = model
+        self._plan = _compile(model)
+
+    @property
+    def input_format(self) -> FixedFormat:
+        return self.model.input_format
+
+    @property
+    def output_format(self) -> FixedFormat:
+        return self.model.output_format
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Real inputs (batch, n_in) to raw integers in the input format (float64 holding ints)."""
+        return quantize_to_float_ints(np.asarray(x).reshape(len(x), -1), self.model.input_format)
+
+    def run_raw(self, raw: np.ndarray) -> np.ndarray:
+        """Raw input integers to raw output integers, as float64 holding exact ints."""
+        value = np.asarray(raw, dtype=np.float64)
+        for step in self._plan:
+            if isinstance(step, _FastDense):
+                value = value @ step.weight
+                value += step.offset
+                if step.rounds:
+                    np.floor(value, out=value)
+                np.clip(value, step.low, step.high, out=value)
+            elif isinstance(step, _FastClamp):
+                value = np.clip(value, step.low, step.high)
+            elif isinstance(step, _FastLeaky):
+                negative = np.minimum(value, 0.0) * step.alpha
+                negative += 0.5
+                np.floor(negative, out=negative)
+                np.maximum(value, 0.0, out=value)
+                value += np.clip(negative, step.low, 0.0)
+            else:  # a layer beyond the float64 bound: exact integer path
+                value = _exact_layer(step, value.astype(np.int64)).astype(np.float64)
+        return value
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Real inputs to the real values of the raw outputs (float64, exact)."""
+        return np.ldexp(self.run_raw(self.quantize_input(x)), -self.output_format.frac)
+
+    def trace(self, x: np.ndarray) -> Trace:
+        """The reference semantics, step by step, with saturation counts (for the report and tests)."""
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        fmt = self.model.input_format
+        scaled = np.floor(np.ldexp(flat, fmt.frac) + 0.5)
+        trace = Trace(input=fmt.quantize(flat))
+        trace.input_saturated = int(np.count_nonzero((scaled < fmt.min_int) | (scaled > fmt.max_int)))
+        value = trace.input
+        for layer in self.model.layers:
+            value = _exact_layer(layer, value, trace)
+            trace.values.append(value)
+        return trace
+
+
+def _compile(model: QuantizedModel) -> list[_FastDense | _FastLeaky | _FastClamp | QLayer]:
+    """Plan the fast path: fold shifts, offsets and clamps; keep exact layers where bounds fail."""
+    plan: list[_FastDense | _FastLeaky | _FastClamp | QLayer] = []
+    for layer in model.layers:
+        if isinstance(layer, QDense):
+            plan.append(_fast_dense(layer) or layer)
+        elif layer.kind == "leaky_relu":
+            plan.append(_fast_leaky(layer) or layer)
+        elif plan and isinstance(plan[-1], _FastDense | _FastClamp):
+            plan[-1] = _narrow(plan[-1], layer)  # clamps compose: fuse into the step before
+        else:
+            plan.append(_FastClamp(*_bounds(layer)))
+    return plan
+
+
+def _bounds(layer: QActivation) -> tuple[float, float]:
+    low = float(layer.format.min_int)
+    high = float(layer.format.max_int)
+    if layer.kind == "relu":
+        low = max(low, 0.0)
+    elif layer.kind == "clip":
+        low = low if layer.low is None else max(low, float(layer.low))
+        high = high if layer.high is None else min(high, float(layer.high))
+    return low, high
+
+
+def _narrow(step: _FastDense | _FastClamp, activation: QActivation) -> _FastDense | _FastClamp:
+    """Fuse ReLU / Clip into the clamp of the step before it."""
+    low, high = _bounds(activation)
+    low, high = max(step.low, low), min(step.high, high)
+    return dataclasses.replace(step, low=low, high=max(low, high))
+
+
+def _fast_dense(layer: QDense) -> _FastDense | None:
+    shift = layer.accumulator.frac - layer.output.frac
+    accumulated = layer.accumulator_bound()
+    if accumulated > layer.accumulator.max_int:  # the sum itself may saturate: exact path
+        return None
+    if accumulated + (1 << (shift - 1) if shift > 0 else 0) >= FLOAT_EXACT_LIMIT:
+        return None
+    bias = layer.bias.astype(np.float64) * math.ldexp(1.0, layer.accumulator.frac - layer.bias_format.frac)
+    offset = np.ldexp(bias, -shift) + (0.5 if shift > 0 else 0.0)
+    weight = np.ldexp(layer.weight.astype(np.float64), -shift)
+    return _FastDense(weight, offset, shift > 0, float(layer.output.min_int), float(layer.output.max_int))
+
+
+def _fast_leaky(layer: QActivation) -> _FastLeaky | None:
+    """Only a non-negative slope keeps negatives negative, which the fused clamp assumes."""
+    bound = abs(layer.format.min_int) * abs(layer.alpha) + (1 << ALPHA_FRAC)
+    if layer.alpha < 0 or bound >= FLOAT_EXACT_LIMIT:
+        return None
+    return _FastLeaky(math.ldexp(float(layer.alpha), -ALPHA_FRAC), float(layer.format.min_int), 0.0)
+
+
+def _exact_layer(layer: QLayer, value: np.ndarray, trace: Trace | None = None) -> np.ndarray:
+    """One layer by the definition, on int64 (or Python ints past 62 bits)."""
+    if isinstance(layer, QActivation):
+        fmt = layer.format
+        if layer.kind == "relu":
+            return np.maximum(value, 0)
+        if layer.kind == "clip":
+            low = fmt.min_int if layer.low is None else layer.low
+            high = fmt.max_int if layer.high is None else layer.high
+            return np.clip(value, low, high)
+        wide = value.astype(object) if abs(fmt.min_int) * (abs(layer.alpha) + 1) >= INT64_LIMIT else value
+        scaled = shift_round(wide * layer.alpha, fmt.frac + ALPHA_FRAC, fmt.frac)
+        return np.where(value >= 0, value, saturate(scaled, fmt)).astype(value.dtype)
+
+    big = layer.accumulator_bound() << max(0, layer.output.frac - layer.accumulator.frac)
+    dtype = object if big >= INT64_LIMIT else np.int64
+    x = value.astype(dtype)
+    acc = x @ layer.weight.astype(dtype) + (
+        layer.bias.astype(dtype) << (layer.accumulator.frac - layer.bias_format.frac)
+    )
+    if trace is not None:
+        trace.accumulator_saturated[layer.name] = _count_outside(acc, layer.accumulator)
+    acc = saturate(acc, layer.accumulator)
+    rounded = shift_round(acc, layer.accumulator.frac, layer.output.frac)
+    if trace is not None:
+        trace.output_saturated[layer.name] = _count_outside(rounded, layer.output)
+    out = saturate(rounded, layer.output)
+    return out.astype(np.int64)
+
+
+def _count_outside(values: np.ndarray, fmt: FixedFormat) -> int:
+    return int(np.count_nonzero((values < fmt.min_int) | (values > fmt.max_int)))
