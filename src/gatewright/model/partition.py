@@ -25,7 +25,7 @@ from gatewright.model.load import tensor_spec
 HARDWARE_OPS = (
     "Gemm", "MatMul (+ Add bias)", "BatchNormalization", "Relu", "LeakyRelu", "Clip",
     "Identity", "Dropout", "Flatten", "Reshape (batch axis kept)", "Transpose (2-D)", "Cast (float to float)",
-    "Add/Sub/Mul/Div by a per-feature constant",
+    "Add/Sub/Mul/Div by a per-feature constant", "Scaler (ai.onnx.ml)",
 )
 # Operators that carry learned weights or a network layer: they cannot be left to the host.
 LAYER_OPS = frozenset({
@@ -172,6 +172,13 @@ def _take(
     """Fold ``node`` into the chain, or raise ``_Reject`` saying why it cannot run on hardware."""
     op = node.op_type
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.domain == "ai.onnx.ml" and op == "Scaler":  # scikit-learn's StandardScaler: (x - offset) * scale
+        if chain.rank != 2 or chain.batch_axis != 0:
+            raise _Reject("Scaler is supported on (batch, features) tensors")
+        offset = _per_feature(np.asarray(attrs.get("offset", [0.0])), chain.feats, 0, "Scaler offset")
+        scale = _per_feature(np.asarray(attrs.get("scale", [1.0])), chain.feats, 0, "Scaler scale")
+        _affine(chain, scale, -offset * scale)
+        return
     if node.domain not in ("", "ai.onnx"):
         raise _Reject(f"operator domain '{node.domain}' has no hardware mapping")
     if op in ("Identity", "Dropout"):

@@ -26,6 +26,9 @@ from gatewright.quant.precision import UNCALIBRATED_INT_BITS, PrecisionConfig, P
 from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel, sum_bound
 
 
+MAX_INPUT_BITS = 52  # float64 turns a float input into an integer exactly up to this width
+
+
 @dataclass(frozen=True)
 class Range:
     low: float
@@ -86,6 +89,11 @@ def quantize(
     config.check_layers(dense_names)
     in_range = calibration.input if calibration else None
     current = _data_format(config.spec("input"), in_range, "input")
+    if current.bits > MAX_INPUT_BITS:
+        raise PrecisionError(
+            f"input: {current} is wider than {MAX_INPUT_BITS} bits, more than float inputs can fill exactly; "
+            f"use --bits input={MAX_INPUT_BITS} or less"
+        )
     input_format = current
     layers: list[QLayer] = []
     for layer in hardware.layers:

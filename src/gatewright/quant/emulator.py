@@ -8,7 +8,7 @@ Two implementations of the same semantics (``gatewright.quant.qir`` states them)
   bound proves that every partial sum stays an integer below 2**53, so no rounding can occur.
   Scaling by a power of two is exact in floating point, so the requantization shift is folded into
   the weights, the rounding offset into the bias, and the clamps of following ReLU / Clip layers
-  into the saturation bounds. Layers the bound does not cover run on the exact path instead.
+  into the saturation bounds. A model with a layer the bound does not cover runs on the exact path.
 """
 
 from __future__ import annotations
@@ -79,7 +79,13 @@ class Emulator:
         return quantize_to_float_ints(np.asarray(x).reshape(len(x), -1), self.model.input_format)
 
     def run_raw(self, raw: np.ndarray) -> np.ndarray:
-        """Raw input integers to raw output integers, as float64 holding exact ints."""
+        """Raw input integers to raw output integers: float64 holding exact integers on the fast
+        path, int64 when a layer is too wide for float64 (then every layer runs exactly)."""
+        if self._plan is None:
+            value = np.asarray(raw).astype(np.int64)
+            for layer in self.model.layers:
+                value = _exact_layer(layer, value)
+            return value
         value = np.asarray(raw, dtype=np.float64)
         for step in self._plan:
             if isinstance(step, _FastDense):
@@ -90,19 +96,17 @@ class Emulator:
                 np.clip(value, step.low, step.high, out=value)
             elif isinstance(step, _FastClamp):
                 value = np.clip(value, step.low, step.high)
-            elif isinstance(step, _FastLeaky):
+            else:
                 negative = np.minimum(value, 0.0) * step.alpha
                 negative += 0.5
                 np.floor(negative, out=negative)
                 np.maximum(value, 0.0, out=value)
                 value += np.clip(negative, step.low, 0.0)
-            else:  # a layer beyond the float64 bound: exact integer path
-                value = _exact_layer(step, value.astype(np.int64)).astype(np.float64)
         return value
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Real inputs to the real values of the raw outputs (float64, exact)."""
-        return np.ldexp(self.run_raw(self.quantize_input(x)), -self.output_format.frac)
+        return np.ldexp(self.run_raw(self.quantize_input(x)).astype(np.float64), -self.output_format.frac)
 
     def trace(self, x: np.ndarray) -> Trace:
         """The reference semantics, step by step, with saturation counts (for the report and tests)."""
@@ -118,14 +122,20 @@ class Emulator:
         return trace
 
 
-def _compile(model: QuantizedModel) -> list[_FastDense | _FastLeaky | _FastClamp | QLayer]:
-    """Plan the fast path: fold shifts, offsets and clamps; keep exact layers where bounds fail."""
-    plan: list[_FastDense | _FastLeaky | _FastClamp | QLayer] = []
+def _compile(model: QuantizedModel) -> list[_FastDense | _FastLeaky | _FastClamp] | None:
+    """Plan the fast path: fold shifts, offsets and clamps. None when a layer is too wide for it."""
+    plan: list[_FastDense | _FastLeaky | _FastClamp] = []
     for layer in model.layers:
         if isinstance(layer, QDense):
-            plan.append(_fast_dense(layer) or layer)
+            fast = _fast_dense(layer)
+            if fast is None:
+                return None
+            plan.append(fast)
         elif layer.kind == "leaky_relu":
-            plan.append(_fast_leaky(layer) or layer)
+            leaky = _fast_leaky(layer)
+            if leaky is None:
+                return None
+            plan.append(leaky)
         elif plan and isinstance(plan[-1], _FastDense | _FastClamp):
             plan[-1] = _narrow(plan[-1], layer)  # clamps compose: fuse into the step before
         else:

@@ -80,7 +80,8 @@ class FixedFormat:
 
     def quantize(self, values: np.ndarray | float) -> np.ndarray:
         """Real values to raw integers (int64) by RND then SAT. NaN is an error: it has no fixed-point value."""
-        return quantize_to_float_ints(np.asarray(values, dtype=np.float64), self).astype(np.int64)
+        array = np.asarray(values, dtype=np.float64)
+        return quantize_to_float_ints(array.reshape(-1), self).astype(np.int64).reshape(array.shape)
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
         """Raw integers to their exact real values (float64; exact while ``bits`` <= 53)."""

@@ -1,0 +1,203 @@
+"""Intake: every supported operator and exporter style maps to the right float IR and split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from gatewright.model import Activation, Dense, intake
+from tests import onnx_models as om
+
+
+def assert_hardware_matches_onnxruntime(model: bytes, x: np.ndarray) -> None:
+    """The IR's float forward equals what onnxruntime computes for the boundary tensor."""
+    graph = intake(model)
+    boundary = graph.hardware.output
+    ort_value = om.run_ort(om.with_output(model, boundary) if boundary not in [o.name for o in graph.outputs]
+                           else model, {graph.inputs[0].name: x})[boundary]
+    ours = graph.hardware.forward(x)
+    if graph.hardware.output_transposed:
+        ours = ours.T
+    np.testing.assert_allclose(ours, ort_value, rtol=1e-4, atol=1e-4)
+
+
+def test_pytorch_style_gemm_trans_b_relu() -> None:
+    model = om.pytorch_mlp([8, 16, 4])
+    graph = intake(model)
+    kinds = [type(layer).__name__ for layer in graph.hardware.layers]
+    assert kinds == ["Dense", "Activation", "Dense"]
+    assert [layer.name for layer in graph.hardware.dense_layers] == ["/fc0/Gemm", "/fc1/Gemm"]
+    assert graph.hardware.n_in == 8 and graph.hardware.n_out == 4
+    assert graph.hardware.macs == 8 * 16 + 16 * 4
+    assert graph.inputs[0].shape == ("batch_size", 8)
+    assert graph.host.model is None  # Identity at the end is a no-op on hardware
+    assert graph.hardware.output == "output"
+    assert_hardware_matches_onnxruntime(model, om.rng(1).normal(size=(5, 8)).astype(np.float32))
+
+
+@pytest.mark.parametrize("activation", ["leaky", "relu6"])
+def test_leaky_relu_and_clip_with_constant_bounds(activation: str) -> None:
+    model = om.pytorch_mlp([6, 10, 10, 3], activation=activation)
+    graph = intake(model)
+    acts = [layer for layer in graph.hardware.layers if isinstance(layer, Activation)]
+    assert len(acts) == 2
+    if activation == "leaky":
+        assert acts[0].kind == "leaky_relu" and acts[0].alpha == pytest.approx(0.1)
+    else:
+        assert acts[0].kind == "clip" and (acts[0].low, acts[0].high) == (0.0, 6.0)
+    constants = [n for n in graph.nodes if n.op_type == "Constant"]
+    assert all(n.part == "constant" for n in constants)
+    assert_hardware_matches_onnxruntime(model, 3 * om.rng(2).normal(size=(7, 6)).astype(np.float32))
+
+
+def test_clip_bounds_as_attributes_before_opset_11() -> None:
+    nodes = [
+        helper.make_node("Gemm", ["input", "w", "b"], ["h"], name="fc", transB=1),
+        helper.make_node("Clip", ["h"], ["c"], name="clip", min=-1.0, max=2.5),
+        helper.make_node("Gemm", ["c", "w2", "b2"], ["output"], name="fc2", transB=1),
+    ]
+    r = om.rng(3)
+    inits = {"w": r.normal(size=(5, 4)), "b": r.normal(size=5), "w2": r.normal(size=(2, 5)), "b2": r.normal(size=2)}
+    model = om.make_model(nodes, inits, ["N", 4], "output", ["N", 2], opset=10)
+    clip = intake(model).hardware.layers[1]
+    assert isinstance(clip, Activation) and (clip.low, clip.high) == (-1.0, 2.5)
+    assert_hardware_matches_onnxruntime(model, r.normal(size=(9, 4)).astype(np.float32))
+
+
+def test_keras_style_matmul_add_batchnorm_softmax_split() -> None:
+    model = om.keras_mlp([10, 12, 6, 3])
+    graph = intake(model)
+    assert [type(layer).__name__ for layer in graph.hardware.layers] == [
+        "Dense", "Activation", "Dense", "Activation", "Dense"
+    ]
+    # MatMul + Add + BatchNormalization fold into one Dense each
+    assert graph.hardware.output == "dense_2/out"
+    assert graph.host.nodes == ("softmax",)
+    assert [n.part for n in graph.nodes if n.op_type == "BatchNormalization"] == ["hardware", "hardware"]
+    assert_hardware_matches_onnxruntime(model, om.rng(4).normal(size=(6, 10)).astype(np.float32))
+
+
+def test_batchnorm_and_scaling_before_the_first_layer_fold_forward() -> None:
+    r = om.rng(5)
+    nodes = [
+        helper.make_node("Sub", ["input", "mean"], ["centered"], name="sub"),
+        helper.make_node("Div", ["centered", "std"], ["scaled"], name="div"),
+        helper.make_node("BatchNormalization", ["scaled", "g", "be", "m", "v"], ["bn"], name="bn"),
+        helper.make_node("MatMul", ["bn", "w"], ["mm"], name="mm"),
+        helper.make_node("Add", ["bias", "mm"], ["y"], name="bias"),  # constant first: Add commutes
+        helper.make_node("Mul", ["y", "two"], ["output"], name="times_two"),  # folds into the open layer
+    ]
+    inits = {"mean": r.normal(size=(1, 4)), "std": r.uniform(1, 2, size=4), "g": r.uniform(0.5, 1.5, 4),
+             "be": r.normal(size=4), "m": r.normal(size=4), "v": r.uniform(0.5, 2, 4),
+             "w": r.normal(size=(4, 3)), "bias": r.normal(size=3), "two": np.array([2.0])}
+    model = om.make_model(nodes, inits, ["N", 4], "output", ["N", 3])
+    graph = intake(model)
+    assert len(graph.hardware.layers) == 1 and isinstance(graph.hardware.layers[0], Dense)
+    assert set(graph.hardware.nodes) == {"sub", "div", "bn", "mm", "bias", "times_two"}
+    assert_hardware_matches_onnxruntime(model, r.normal(size=(8, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b", "activation_is_b"), [
+    (0, 0, False), (0, 1, False), (1, 0, False), (1, 1, False), (0, 0, True), (0, 1, True), (1, 0, True), (1, 1, True)
+])
+def test_gemm_every_transpose_alpha_beta(trans_a: int, trans_b: int, activation_is_b: bool) -> None:
+    """Gemm with the activation on either side, in every layout; Transpose gives the layout Gemm wants."""
+    r = om.rng(6)
+    n_in, n_out = 5, 3
+    nodes = []
+    current = "input"
+    # the batch must sit where op(A) / op(B) expect it: rows of op(A), columns of op(B)
+    need_transposed = bool(trans_a) if not activation_is_b else not trans_b
+    if need_transposed:
+        nodes.append(helper.make_node("Transpose", [current], ["xt"], name="t", perm=[1, 0]))
+        current = "xt"
+    if activation_is_b:
+        weight = r.normal(size=(n_in, n_out) if trans_a else (n_out, n_in))
+        inputs = ["w", current, "c"]
+        bias = r.normal(size=(n_out, 1))
+    else:
+        weight = r.normal(size=(n_out, n_in) if trans_b else (n_in, n_out))
+        inputs = [current, "w", "c"]
+        bias = r.normal(size=(1, n_out))
+    nodes.append(helper.make_node("Gemm", inputs, ["output"], name="gemm", transA=trans_a, transB=trans_b,
+                                  alpha=0.5, beta=2.0))
+    out_shape = [n_out, "N"] if activation_is_b else ["N", n_out]
+    model = om.make_model(nodes, {"w": weight, "c": bias}, ["N", n_in], "output", out_shape)
+    graph = intake(model)
+    assert graph.hardware.output_transposed == activation_is_b
+    assert_hardware_matches_onnxruntime(model, r.normal(size=(4, n_in)).astype(np.float32))
+
+
+def test_shape_no_ops_flatten_reshape_identity_cast_dropout() -> None:
+    r = om.rng(7)
+    nodes = [
+        helper.make_node("Cast", ["input"], ["cast"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["cast", "shape"], ["r"], name="reshape"),
+        helper.make_node("Identity", ["r"], ["i"], name="identity"),
+        helper.make_node("Flatten", ["i"], ["f"], name="flatten", axis=1),
+        helper.make_node("Dropout", ["f"], ["d"], name="dropout"),
+        helper.make_node("Gemm", ["d", "w", "b"], ["output"], name="fc", transB=1),
+    ]
+    inits = {"shape": np.array([0, 4, 3]), "w": r.normal(size=(2, 12)), "b": r.normal(size=2)}
+    model = om.make_model(nodes, inits, ["N", 2, 6], "output", ["N", 2])
+    ir = intake(model)
+    assert ir.hardware.n_in == 12
+    assert [n.part for n in ir.nodes] == ["hardware"] * 6
+    assert_hardware_matches_onnxruntime(model, r.normal(size=(3, 2, 6)).astype(np.float32))
+
+
+def test_fixed_batch_pytorch_export() -> None:
+    model = om.pytorch_mlp([4, 8, 2], batch=1)
+    graph = intake(model)
+    assert graph.fixed_batch == 1
+    assert graph.inputs[0].shape == (1, 4)
+
+
+@pytest.mark.parametrize("zipmap", [False, True])
+def test_skl2onnx_classifier_split_keeps_outputs(zipmap: bool, sklearn_digits: dict) -> None:
+    model, x, _ = sklearn_digits[zipmap]
+    graph = intake(model)
+    names = [o.name for o in graph.outputs]
+    assert names == (["output_label", "output_probability"] if zipmap else ["label", "probabilities"])
+    assert graph.outputs[0].dtype == "int64"
+    if zipmap:
+        assert graph.outputs[1].dtype == "seq(map(int64,tensor(float32)))" and graph.outputs[1].shape is None
+        assert "ZipMap" in [n.op_type for n in graph.nodes if n.part == "host"]
+    else:
+        assert graph.outputs[1].dtype == "float32" and graph.outputs[1].shape == (None, 10)
+    assert [type(layer).__name__ for layer in graph.hardware.layers] == ["Dense", "Activation", "Dense"]
+    host_ops = {n.op_type for n in graph.nodes if n.part == "host"}
+    assert {"Softmax", "ArgMax", "ArrayFeatureExtractor"} <= host_ops
+    assert graph.host.inputs == (graph.hardware.output,)
+    assert graph.host.outputs == tuple(names)
+    assert_hardware_matches_onnxruntime(model, x[:20])
+
+
+def test_skl2onnx_pipeline_with_standard_scaler_folds_the_scaler() -> None:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_regression
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = make_regression(n_samples=200, n_features=6, random_state=0)
+    pipe = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0)).fit(x, y)
+    model = to_onnx(pipe, x[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+    graph = intake(model)
+    assert "Scaler" in [n.op_type for n in graph.nodes if n.part == "hardware"]
+    assert len(graph.hardware.dense_layers) == 2
+    assert_hardware_matches_onnxruntime(model, x[:10].astype(np.float32))
+
+
+def test_model_output_inside_the_chain_ends_the_hardware_part() -> None:
+    """When logits are an output and Softmax follows, both outputs keep their names and order."""
+    r = om.rng(8)
+    nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["logits"], name="fc", transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1)]
+    model = om.make_model(nodes, {"w": r.normal(size=(3, 4)), "b": r.normal(size=3)}, ["N", 4], "probs", ["N", 3],
+                          extra_outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    graph = intake(model)
+    assert [o.name for o in graph.outputs] == ["probs", "logits"]
+    assert graph.hardware.output == "logits"
+    assert graph.host.outputs == ("probs",)
