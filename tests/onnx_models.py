@@ -7,6 +7,7 @@ Constant nodes. Keras / tf2onnx write MatMul then Add. scikit-learn models come 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -65,15 +66,25 @@ def pytorch_mlp(
     current = "input"
     input_shape: list[Any] = [batch, sizes[0]] if flatten_from is None else [batch, *flatten_from]
     if flatten_from is not None:
-        nodes.append(helper.make_node("Flatten", [current], ["/flatten/Flatten_output_0"], name="/flatten/Flatten", axis=1))
+        nodes.append(
+            helper.make_node("Flatten", [current], ["/flatten/Flatten_output_0"], name="/flatten/Flatten", axis=1)
+        )
         current = "/flatten/Flatten_output_0"
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         inits[f"fc{i}.weight"] = r.normal(0, 1 / np.sqrt(n_in), (n_out, n_in))
         inits[f"fc{i}.bias"] = r.normal(0, 0.1, n_out)
         out = f"/fc{i}/Gemm_output_0"
-        nodes.append(helper.make_node(
-            "Gemm", [current, f"fc{i}.weight", f"fc{i}.bias"], [out], name=f"/fc{i}/Gemm", alpha=1.0, beta=1.0, transB=1
-        ))
+        nodes.append(
+            helper.make_node(
+                "Gemm",
+                [current, f"fc{i}.weight", f"fc{i}.bias"],
+                [out],
+                name=f"/fc{i}/Gemm",
+                alpha=1.0,
+                beta=1.0,
+                transB=1,
+            )
+        )
         current = out
         if i < len(sizes) - 2:
             act_out = f"/act{i}/output_0"
@@ -82,12 +93,27 @@ def pytorch_mlp(
             elif activation == "leaky":
                 nodes.append(helper.make_node("LeakyRelu", [current], [act_out], name=f"/act{i}/LeakyRelu", alpha=0.1))
             elif activation == "relu6":
-                nodes.append(helper.make_node("Constant", [], [f"/act{i}/min"], name=f"/act{i}/Constant",
-                                              value=numpy_helper.from_array(np.array(0.0, np.float32))))
-                nodes.append(helper.make_node("Constant", [], [f"/act{i}/max"], name=f"/act{i}/Constant_1",
-                                              value=numpy_helper.from_array(np.array(6.0, np.float32))))
-                nodes.append(helper.make_node("Clip", [current, f"/act{i}/min", f"/act{i}/max"], [act_out],
-                                              name=f"/act{i}/Clip"))
+                nodes.append(
+                    helper.make_node(
+                        "Constant",
+                        [],
+                        [f"/act{i}/min"],
+                        name=f"/act{i}/Constant",
+                        value=numpy_helper.from_array(np.array(0.0, np.float32)),
+                    )
+                )
+                nodes.append(
+                    helper.make_node(
+                        "Constant",
+                        [],
+                        [f"/act{i}/max"],
+                        name=f"/act{i}/Constant_1",
+                        value=numpy_helper.from_array(np.array(6.0, np.float32)),
+                    )
+                )
+                nodes.append(
+                    helper.make_node("Clip", [current, f"/act{i}/min", f"/act{i}/max"], [act_out], name=f"/act{i}/Clip")
+                )
             current = act_out
     if softmax:
         nodes.append(helper.make_node("Softmax", [current], ["output"], name="/softmax/Softmax", axis=1))
@@ -103,27 +129,47 @@ def keras_mlp(sizes: list[int], seed: int = 1, batchnorm: bool = True) -> bytes:
     nodes: list[onnx.NodeProto] = []
     inits: dict[str, np.ndarray] = {}
     current = "dense_input"
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         inits[f"dense_{i}/kernel"] = r.normal(0, 1 / np.sqrt(n_in), (n_in, n_out))
         inits[f"dense_{i}/bias"] = r.normal(0, 0.1, n_out)
-        nodes.append(helper.make_node("MatMul", [current, f"dense_{i}/kernel"], [f"dense_{i}/mm"], name=f"dense_{i}/MatMul"))
-        nodes.append(helper.make_node("Add", [f"dense_{i}/mm", f"dense_{i}/bias"], [f"dense_{i}/out"], name=f"dense_{i}/BiasAdd"))
+        nodes.append(
+            helper.make_node("MatMul", [current, f"dense_{i}/kernel"], [f"dense_{i}/mm"], name=f"dense_{i}/MatMul")
+        )
+        nodes.append(
+            helper.make_node("Add", [f"dense_{i}/mm", f"dense_{i}/bias"], [f"dense_{i}/out"], name=f"dense_{i}/BiasAdd")
+        )
         current = f"dense_{i}/out"
         if i < len(sizes) - 2:
             if batchnorm:
-                for name, value in (("gamma", r.uniform(0.5, 1.5, n_out)), ("beta", r.normal(0, 0.2, n_out)),
-                                    ("mean", r.normal(0, 0.3, n_out)), ("var", r.uniform(0.5, 2.0, n_out))):
+                for name, value in (
+                    ("gamma", r.uniform(0.5, 1.5, n_out)),
+                    ("beta", r.normal(0, 0.2, n_out)),
+                    ("mean", r.normal(0, 0.3, n_out)),
+                    ("var", r.uniform(0.5, 2.0, n_out)),
+                ):
                     inits[f"bn_{i}/{name}"] = value
-                nodes.append(helper.make_node(
-                    "BatchNormalization", [current, *(f"bn_{i}/{n}" for n in ("gamma", "beta", "mean", "var"))],
-                    [f"bn_{i}/out"], name=f"batch_normalization_{i}", epsilon=1e-3,
-                ))
+                nodes.append(
+                    helper.make_node(
+                        "BatchNormalization",
+                        [current, *(f"bn_{i}/{n}" for n in ("gamma", "beta", "mean", "var"))],
+                        [f"bn_{i}/out"],
+                        name=f"batch_normalization_{i}",
+                        epsilon=1e-3,
+                    )
+                )
                 current = f"bn_{i}/out"
             nodes.append(helper.make_node("Relu", [current], [f"relu_{i}/out"], name=f"re_lu_{i}/Relu"))
             current = f"relu_{i}/out"
     nodes.append(helper.make_node("Softmax", [current], ["dense_out"], name="softmax", axis=-1))
-    return make_model(nodes, inits, ["unk__0", sizes[0]], "dense_out", ["unk__0", sizes[-1]],
-                      input_name="dense_input", producer="tf2onnx")
+    return make_model(
+        nodes,
+        inits,
+        ["unk__0", sizes[0]],
+        "dense_out",
+        ["unk__0", sizes[-1]],
+        input_name="dense_input",
+        producer="tf2onnx",
+    )
 
 
 def with_output(model: bytes, tensor: str) -> bytes:

@@ -6,12 +6,14 @@ exits with status 2; only a bug shows a traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec
 
 import numpy as np
 import typer
@@ -19,7 +21,6 @@ from rich.console import Console
 from rich.table import Table
 
 from gatewright import __version__, devices
-from gatewright.build.bundle import Bundle
 from gatewright.build.pipeline import STEPS, build
 from gatewright.errors import GatewrightError, InputDataError
 from gatewright.model import Dense, ModelGraph, intake
@@ -39,19 +40,41 @@ _WIDTH = None if sys.stdout.isatty() else 150
 out = Console(width=_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
+P = ParamSpec("P")
 ModelArg = Annotated[Path, typer.Argument(help="An ONNX model file.", show_default=False)]
 
 
-@app.callback()
-def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         out.print(f"gatewright {__version__}")
         raise typer.Exit()
 
 
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Vendor-free ML inference on open FPGAs."""
+
+
+def user_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """A ``GatewrightError`` becomes one ``error:`` line and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except GatewrightError as exc:
+            err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
 @app.command()
+@user_errors
 def inspect(model: ModelArg) -> None:
     """Show the model's layers, shapes, MACs and the hardware / host split."""
     graph = intake(model)
@@ -81,6 +104,7 @@ def inspect(model: ModelArg) -> None:
 
 
 @app.command("build")
+@user_errors
 def build_command(
     model: ModelArg,
     target: Annotated[str, typer.Option(help=f"One of: {', '.join(TARGETS)}.")] = "generic",
@@ -101,7 +125,12 @@ def build_command(
     config = PrecisionConfig.build(precision, bits)
     destination = out_dir or Path(f"{model.stem}.{target}.bundle")
     bundle, report = build(
-        model, destination, target=target, until=until, calibration=calibration, precision=config,
+        model,
+        destination,
+        target=target,
+        until=until,
+        calibration=calibration,
+        precision=config,
         echo=lambda line: err.print(line, highlight=False, markup=False),
     )
     print_report(report)
@@ -109,6 +138,7 @@ def build_command(
 
 
 @app.command()
+@user_errors
 def predict(
     source: Annotated[Path, typer.Argument(help="A bundle directory or an ONNX model.", show_default=False)],
     input_path: Annotated[Path, typer.Option("--input", help=".npy (one input) or .npz keyed by input name.")],
@@ -128,6 +158,7 @@ def predict(
 
 
 @app.command("devices")
+@user_errors
 def devices_command() -> None:
     """List the devices available here."""
     table = Table()
@@ -139,6 +170,7 @@ def devices_command() -> None:
 
 
 @app.command()
+@user_errors
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its model, data and bundle.")] = Path(
         "demo-output"
@@ -151,16 +183,37 @@ def demo(
 
 
 def print_report(report: QuantReport) -> None:
-    table = Table(title=f"Quantization ({report.samples} samples, "
-                  f"{'calibrated' if report.calibrated else 'not calibrated: default formats'})", title_justify="left")
-    for column in ("layer", "input", "weight", "bias", "accumulator", "output", "observed range", "saturated",
-                   "max |error|"):
+    table = Table(
+        title=f"Quantization ({report.samples} samples, "
+        f"{'calibrated' if report.calibrated else 'not calibrated: default formats'})",
+        title_justify="left",
+    )
+    for column in (
+        "layer",
+        "input",
+        "weight",
+        "bias",
+        "accumulator",
+        "output",
+        "observed range",
+        "saturated",
+        "max |error|",
+    ):
         table.add_column(column)
     for layer in report.layers:
         observed = "-" if layer.observed is None else f"[{layer.observed[0]:.3g}, {layer.observed[1]:.3g}]"
         f = layer.formats
-        table.add_row(layer.name, f["input"], f["weight"], f["bias"], f["accumulator"], f["activation"], observed,
-                      str(layer.accumulator_saturated + layer.output_saturated), f"{layer.max_abs_error:.3g}")
+        table.add_row(
+            layer.name,
+            f["input"],
+            f["weight"],
+            f["bias"],
+            f["accumulator"],
+            f["activation"],
+            observed,
+            str(layer.accumulator_saturated + layer.output_saturated),
+            f"{layer.max_abs_error:.3g}",
+        )
     out.print(table)
     out.print(f"input {report.input_format}: {report.input_saturated} saturated values")
     if report.top1_agreement is not None:
@@ -171,11 +224,15 @@ def print_report(report: QuantReport) -> None:
 
 
 def _print_io(graph: ModelGraph) -> None:
-    out.print(f"[bold]{graph.name}[/] ({graph.producer or 'unknown producer'}, opset {graph.opset}, "
-              f"sha256 {graph.sha256[:12]})")
+    out.print(
+        f"[bold]{graph.name}[/] ({graph.producer or 'unknown producer'}, opset {graph.opset}, "
+        f"sha256 {graph.sha256[:12]})"
+    )
     for kind, specs in (("input", graph.inputs), ("output", graph.outputs)):
         for spec in specs:
-            shape = "" if spec.shape is None else " [" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
+            shape = (
+                "" if spec.shape is None else " [" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
+            )
             out.print(f"  {kind} {spec.name}: {spec.dtype}{shape}")
 
 
@@ -208,7 +265,7 @@ def _write_outputs(path: Path, outputs: dict[str, Any]) -> None:
             if path.suffix == ".npy":
                 np.save(handle, next(iter(arrays.values())))
             else:
-                np.savez(handle, **arrays)
+                np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stubs misread **arrays
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -217,23 +274,7 @@ def _write_outputs(path: Path, outputs: dict[str, Any]) -> None:
 
 def main() -> None:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
-    try:
-        app(standalone_mode=False)
-    except GatewrightError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors: show them as click would
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    app()
 
 
 if __name__ == "__main__":

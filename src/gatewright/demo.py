@@ -44,10 +44,16 @@ def run_demo(workdir: Path, console: Console) -> dict[str, float]:
 
     bundle_dir = workdir / "digits_mlp.bundle"
     console.rule("2. quantize to fixed point and write the bundle")
-    console.print(f"$ gatewright build {model_path} --target generic --until quantize "
-                  f"--calibration {calibration} --out {bundle_dir}")
-    bundle, report = build(model_path, bundle_dir, calibration=calibration,
-                           echo=lambda line: console.print(line, highlight=False, markup=False))
+    console.print(
+        f"$ gatewright build {model_path} --target generic --until quantize "
+        f"--calibration {calibration} --out {bundle_dir}"
+    )
+    bundle, report = build(
+        model_path,
+        bundle_dir,
+        calibration=calibration,
+        echo=lambda line: console.print(line, highlight=False, markup=False),
+    )
     from gatewright.cli import print_report
 
     print_report(report)
@@ -55,8 +61,10 @@ def run_demo(workdir: Path, console: Console) -> dict[str, float]:
     console.rule("3. predict on the emulator (bit-exact integer hardware) and on the CPU (float reference)")
     results: dict[str, dict[str, np.ndarray]] = {}
     for kind in ("emu", "cpu"):
-        console.print(f"$ gatewright predict {bundle_dir} --device {kind} --input {workdir}/test_inputs.npy "
-                      f"--output {workdir}/{kind}.npz")
+        console.print(
+            f"$ gatewright predict {bundle_dir} --device {kind} --input {workdir}/test_inputs.npy "
+            f"--output {workdir}/{kind}.npz"
+        )
         with devices.open(kind) as device:
             model = device.load(bundle)
             model.infer({"X": x_test[:1]})  # warm up: the first call builds onnxruntime's kernels
@@ -64,11 +72,14 @@ def run_demo(workdir: Path, console: Console) -> dict[str, float]:
             results[kind] = model.infer({"X": x_test})
             elapsed = time.perf_counter() - start
         accuracy = float(np.mean(results[kind]["label"] == y_test))
-        console.print(f"{kind}: accuracy {accuracy:.2%} on {len(x_test)} test digits, "
-                      f"{elapsed * 1e3:.2f} ms for the batch ({len(x_test) / elapsed:,.0f} samples/s)")
+        console.print(
+            f"{kind}: accuracy {accuracy:.2%} on {len(x_test)} test digits, "
+            f"{elapsed * 1e3:.2f} ms for the batch ({len(x_test) / elapsed:,.0f} samples/s)"
+        )
     agreement = float(np.mean(results["emu"]["label"] == results["cpu"]["label"]))
     error = float(np.max(np.abs(results["emu"]["probabilities"] - results["cpu"]["probabilities"])))
     console.rule("4. summary")
-    console.print(f"emu against cpu on unseen data: label agreement {agreement:.2%}, "
-                  f"max |probability error| {error:.4f}")
+    console.print(
+        f"emu against cpu on unseen data: label agreement {agreement:.2%}, max |probability error| {error:.4f}"
+    )
     return {"agreement": agreement, "max_probability_error": error}

@@ -54,8 +54,10 @@ def test_lstm_layer_is_named() -> None:
 
 def test_conv_model_is_rejected_with_the_conv_node() -> None:
     r = om.rng(2)
-    nodes = [helper.make_node("Conv", ["input", "k"], ["c"], name="conv0"),
-             helper.make_node("Flatten", ["c"], ["output"], name="flat")]
+    nodes = [
+        helper.make_node("Conv", ["input", "k"], ["c"], name="conv0"),
+        helper.make_node("Flatten", ["c"], ["output"], name="flat"),
+    ]
     model = om.make_model(nodes, {"k": r.normal(size=(2, 1, 3, 3))}, ["N", 1, 5, 5], "output", ["N", 18])
     with pytest.raises(UnsupportedModelError, match=r"node 'conv0' \(Conv, position 0\) cannot run on the FPGA"):
         intake(model)
@@ -88,7 +90,8 @@ def test_model_with_nothing_for_hardware() -> None:
 
 def test_integer_input_is_rejected() -> None:
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["ids"], ["output"], to=TensorProto.FLOAT)], "g",
+        [helper.make_node("Cast", ["ids"], ["output"], to=TensorProto.FLOAT)],
+        "g",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 3])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])],
     )
@@ -99,8 +102,10 @@ def test_integer_input_is_rejected() -> None:
 
 def test_reshape_that_mixes_the_batch_is_not_hardware() -> None:
     r = om.rng(4)
-    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"], name="reshape_all"),
-             helper.make_node("MatMul", ["flat", "w"], ["output"], name="mm")]
+    nodes = [
+        helper.make_node("Reshape", ["input", "shape"], ["flat"], name="reshape_all"),
+        helper.make_node("MatMul", ["flat", "w"], ["output"], name="mm"),
+    ]
     model = om.make_model(nodes, {"shape": np.array([1, -1]), "w": r.normal(size=(8, 2))}, ["N", 4], "output", [1, 2])
     with pytest.raises(UnsupportedModelError, match=r"Reshape to \[1, -1\] does not keep the batch axis"):
         intake(model)
@@ -109,7 +114,7 @@ def test_reshape_that_mixes_the_batch_is_not_hardware() -> None:
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
-    with pytest.raises(ModelLoadError, match="empty.onnx: the file is empty, not an ONNX model"):
+    with pytest.raises(ModelLoadError, match=r"empty\.onnx: the file is empty, not an ONNX model"):
         load_model(path)
 
 
@@ -117,19 +122,19 @@ def test_truncated_file(tmp_path: Path) -> None:
     data = om.pytorch_mlp([8, 16, 4])
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError, match="cut.onnx: (not an ONNX model or truncated|the ONNX checker rejects)"):
+    with pytest.raises(ModelLoadError, match=r"cut\.onnx: (not an ONNX model or truncated|the ONNX checker rejects)"):
         load_model(path)
 
 
 def test_not_onnx_file(tmp_path: Path) -> None:
     path = tmp_path / "notes.onnx"
     path.write_text("this is a text file, not a model\n" * 10)
-    with pytest.raises(ModelLoadError, match="notes.onnx: not an ONNX model or truncated"):
+    with pytest.raises(ModelLoadError, match=r"notes\.onnx: not an ONNX model or truncated"):
         load_model(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="nothere.onnx: no such file"):
+    with pytest.raises(ModelLoadError, match=r"nothere\.onnx: no such file"):
         load_model(tmp_path / "nothere.onnx")
 
 

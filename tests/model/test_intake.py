@@ -14,8 +14,10 @@ def assert_hardware_matches_onnxruntime(model: bytes, x: np.ndarray) -> None:
     """The IR's float forward equals what onnxruntime computes for the boundary tensor."""
     graph = intake(model)
     boundary = graph.hardware.output
-    ort_value = om.run_ort(om.with_output(model, boundary) if boundary not in [o.name for o in graph.outputs]
-                           else model, {graph.inputs[0].name: x})[boundary]
+    ort_value = om.run_ort(
+        om.with_output(model, boundary) if boundary not in [o.name for o in graph.outputs] else model,
+        {graph.inputs[0].name: x},
+    )[boundary]
     ours = graph.hardware.forward(x)
     if graph.hardware.output_transposed:
         ours = ours.T
@@ -69,7 +71,11 @@ def test_keras_style_matmul_add_batchnorm_softmax_split() -> None:
     model = om.keras_mlp([10, 12, 6, 3])
     graph = intake(model)
     assert [type(layer).__name__ for layer in graph.hardware.layers] == [
-        "Dense", "Activation", "Dense", "Activation", "Dense"
+        "Dense",
+        "Activation",
+        "Dense",
+        "Activation",
+        "Dense",
     ]
     # MatMul + Add + BatchNormalization fold into one Dense each
     assert graph.hardware.output == "dense_2/out"
@@ -88,9 +94,17 @@ def test_batchnorm_and_scaling_before_the_first_layer_fold_forward() -> None:
         helper.make_node("Add", ["bias", "mm"], ["y"], name="bias"),  # constant first: Add commutes
         helper.make_node("Mul", ["y", "two"], ["output"], name="times_two"),  # folds into the open layer
     ]
-    inits = {"mean": r.normal(size=(1, 4)), "std": r.uniform(1, 2, size=4), "g": r.uniform(0.5, 1.5, 4),
-             "be": r.normal(size=4), "m": r.normal(size=4), "v": r.uniform(0.5, 2, 4),
-             "w": r.normal(size=(4, 3)), "bias": r.normal(size=3), "two": np.array([2.0])}
+    inits = {
+        "mean": r.normal(size=(1, 4)),
+        "std": r.uniform(1, 2, size=4),
+        "g": r.uniform(0.5, 1.5, 4),
+        "be": r.normal(size=4),
+        "m": r.normal(size=4),
+        "v": r.uniform(0.5, 2, 4),
+        "w": r.normal(size=(4, 3)),
+        "bias": r.normal(size=3),
+        "two": np.array([2.0]),
+    }
     model = om.make_model(nodes, inits, ["N", 4], "output", ["N", 3])
     graph = intake(model)
     assert len(graph.hardware.layers) == 1 and isinstance(graph.hardware.layers[0], Dense)
@@ -98,9 +112,19 @@ def test_batchnorm_and_scaling_before_the_first_layer_fold_forward() -> None:
     assert_hardware_matches_onnxruntime(model, r.normal(size=(8, 4)).astype(np.float32))
 
 
-@pytest.mark.parametrize(("trans_a", "trans_b", "activation_is_b"), [
-    (0, 0, False), (0, 1, False), (1, 0, False), (1, 1, False), (0, 0, True), (0, 1, True), (1, 0, True), (1, 1, True)
-])
+@pytest.mark.parametrize(
+    ("trans_a", "trans_b", "activation_is_b"),
+    [
+        (0, 0, False),
+        (0, 1, False),
+        (1, 0, False),
+        (1, 1, False),
+        (0, 0, True),
+        (0, 1, True),
+        (1, 0, True),
+        (1, 1, True),
+    ],
+)
 def test_gemm_every_transpose_alpha_beta(trans_a: int, trans_b: int, activation_is_b: bool) -> None:
     """Gemm with the activation on either side, in every layout; Transpose gives the layout Gemm wants."""
     r = om.rng(6)
@@ -120,8 +144,9 @@ def test_gemm_every_transpose_alpha_beta(trans_a: int, trans_b: int, activation_
         weight = r.normal(size=(n_out, n_in) if trans_b else (n_in, n_out))
         inputs = [current, "w", "c"]
         bias = r.normal(size=(1, n_out))
-    nodes.append(helper.make_node("Gemm", inputs, ["output"], name="gemm", transA=trans_a, transB=trans_b,
-                                  alpha=0.5, beta=2.0))
+    nodes.append(
+        helper.make_node("Gemm", inputs, ["output"], name="gemm", transA=trans_a, transB=trans_b, alpha=0.5, beta=2.0)
+    )
     out_shape = [n_out, "N"] if activation_is_b else ["N", n_out]
     model = om.make_model(nodes, {"w": weight, "c": bias}, ["N", n_in], "output", out_shape)
     graph = intake(model)
@@ -193,10 +218,18 @@ def test_skl2onnx_pipeline_with_standard_scaler_folds_the_scaler() -> None:
 def test_model_output_inside_the_chain_ends_the_hardware_part() -> None:
     """When logits are an output and Softmax follows, both outputs keep their names and order."""
     r = om.rng(8)
-    nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["logits"], name="fc", transB=1),
-             helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1)]
-    model = om.make_model(nodes, {"w": r.normal(size=(3, 4)), "b": r.normal(size=3)}, ["N", 4], "probs", ["N", 3],
-                          extra_outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    nodes = [
+        helper.make_node("Gemm", ["input", "w", "b"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
+    ]
+    model = om.make_model(
+        nodes,
+        {"w": r.normal(size=(3, 4)), "b": r.normal(size=3)},
+        ["N", 4],
+        "probs",
+        ["N", 3],
+        extra_outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+    )
     graph = intake(model)
     assert [o.name for o in graph.outputs] == ["probs", "logits"]
     assert graph.hardware.output == "logits"

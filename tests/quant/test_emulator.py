@@ -16,8 +16,16 @@ def hand_layer() -> QDense:
     weight = FixedFormat(6, 2).quantize(np.array([[0.5, 1.9375, 0.5], [1.25, -1.9375, 1.25]]))
     bias = FixedFormat(8, 2).quantize(np.array([0.3, 0.0, 0.0]))
     assert weight.tolist() == [[8, 31, 8], [20, -31, 20]] and bias.tolist() == [19, 0, 0]
-    return QDense("fc", weight, bias, FixedFormat(8, 4), FixedFormat(6, 2), FixedFormat(8, 2),
-                  FixedFormat(14, 6), FixedFormat(6, 3))
+    return QDense(
+        "fc",
+        weight,
+        bias,
+        FixedFormat(8, 4),
+        FixedFormat(6, 2),
+        FixedFormat(8, 2),
+        FixedFormat(14, 6),
+        FixedFormat(6, 3),
+    )
 
 
 def test_dense_by_hand_rounding_saturation_negative_ties() -> None:
@@ -68,8 +76,16 @@ def test_input_saturation_is_counted() -> None:
 
 def test_narrow_accumulator_saturates_the_sum() -> None:
     layer = hand_layer()
-    narrow = QDense(layer.name, layer.weight, layer.bias, layer.input, layer.weight_format, layer.bias_format,
-                    FixedFormat(10, 2), layer.output)  # holds [-512, 511]: col 1's 1116 saturates to 511
+    narrow = QDense(
+        layer.name,
+        layer.weight,
+        layer.bias,
+        layer.input,
+        layer.weight_format,
+        layer.bias_format,
+        FixedFormat(10, 2),
+        layer.output,
+    )  # holds [-512, 511]: col 1's 1116 saturates to 511
     emulator = Emulator(QuantizedModel(FixedFormat(8, 4), (narrow,)))
     # (511 + 16) >> 5 = 16
     assert emulator.run_raw(np.array([[24, -12]])).tolist() == [[1, 16, -1]]
@@ -125,15 +141,19 @@ def quantized_models(draw: st.DrawFn) -> tuple[QuantizedModel, np.ndarray]:
         b_frac = draw(st.integers(min(-4, fmt.frac + w_fmt.frac), fmt.frac + w_fmt.frac))
         b_fmt = FixedFormat(max(2, draw(st.integers(2, 24))), 0)
         b_fmt = FixedFormat(b_fmt.bits, b_fmt.bits - b_frac)
-        weight = np.array(draw(st.lists(st.integers(w_fmt.min_int, w_fmt.max_int), min_size=n * n_out,
-                                        max_size=n * n_out)), dtype=np.int64).reshape(n, n_out)
-        bias = np.array(draw(st.lists(st.integers(b_fmt.min_int, b_fmt.max_int), min_size=n_out, max_size=n_out)),
-                        dtype=np.int64)
+        weight = np.array(
+            draw(st.lists(st.integers(w_fmt.min_int, w_fmt.max_int), min_size=n * n_out, max_size=n * n_out)),
+            dtype=np.int64,
+        ).reshape(n, n_out)
+        bias = np.array(
+            draw(st.lists(st.integers(b_fmt.min_int, b_fmt.max_int), min_size=n_out, max_size=n_out)), dtype=np.int64
+        )
         acc_frac = fmt.frac + w_fmt.frac
         acc_bits = draw(st.integers(4, 63))
         out = FixedFormat(draw(st.integers(2, 32)), draw(st.integers(-4, 16)))
-        layers.append(QDense(f"d{len(layers)}", weight, bias, fmt, w_fmt, b_fmt,
-                             FixedFormat(acc_bits, acc_bits - acc_frac), out))
+        layers.append(
+            QDense(f"d{len(layers)}", weight, bias, fmt, w_fmt, b_fmt, FixedFormat(acc_bits, acc_bits - acc_frac), out)
+        )
         fmt = out
         kind = draw(st.sampled_from(["none", "relu", "clip", "leaky_relu"]))
         if kind == "relu":
@@ -144,8 +164,17 @@ def quantized_models(draw: st.DrawFn) -> tuple[QuantizedModel, np.ndarray]:
         elif kind == "leaky_relu":
             layers.append(QActivation("a", "leaky_relu", fmt, alpha=draw(st.integers(-(2**17), 2**17))))
         n = n_out
-    rows = draw(st.lists(st.lists(st.integers(input_format.min_int, input_format.max_int), min_size=layers[0].n_in,
-                                  max_size=layers[0].n_in), min_size=1, max_size=4))
+    rows = draw(
+        st.lists(
+            st.lists(
+                st.integers(input_format.min_int, input_format.max_int),
+                min_size=layers[0].n_in,
+                max_size=layers[0].n_in,
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
     return QuantizedModel(input_format, tuple(layers)), np.array(rows, dtype=np.int64)
 
 
@@ -166,8 +195,9 @@ def test_wide_formats_take_the_exact_path() -> None:
     """32-bit inputs and 30-bit weights overflow float64's exact range; results stay exact."""
     fmt_in, fmt_w = FixedFormat(32, 8), FixedFormat(30, 2)
     weight = np.array([[fmt_w.max_int], [fmt_w.max_int]], dtype=np.int64)
-    layer = QDense("wide", weight, np.array([0]), fmt_in, fmt_w, FixedFormat(8, 8 - 52), FixedFormat(64, 12),
-                   FixedFormat(64, 12))
+    layer = QDense(
+        "wide", weight, np.array([0]), fmt_in, fmt_w, FixedFormat(8, 8 - 52), FixedFormat(64, 12), FixedFormat(64, 12)
+    )
     model = QuantizedModel(fmt_in, (layer,))
     raw = np.array([[fmt_in.max_int, fmt_in.max_int - 1]])
     expected = fmt_in.max_int * fmt_w.max_int + (fmt_in.max_int - 1) * fmt_w.max_int
@@ -193,8 +223,16 @@ def test_emulator_tracks_the_float_layer(bits: int) -> None:
     w = r.uniform(-1.9, 1.9, size=(6, 3))  # inside fixed<B,2>: no saturation
     fmt_w = FixedFormat(bits, 2)
     fmt_in = FixedFormat(16, 4)
-    layer = QDense("d", fmt_w.quantize(w), np.zeros(3, dtype=np.int64), fmt_in, fmt_w, FixedFormat(16, 2),
-                   FixedFormat(48, 48 - fmt_in.frac - fmt_w.frac), FixedFormat(24, 8))
+    layer = QDense(
+        "d",
+        fmt_w.quantize(w),
+        np.zeros(3, dtype=np.int64),
+        fmt_in,
+        fmt_w,
+        FixedFormat(16, 2),
+        FixedFormat(48, 48 - fmt_in.frac - fmt_w.frac),
+        FixedFormat(24, 8),
+    )
     x = r.uniform(-2, 2, size=(50, 6))
     error = np.max(np.abs(Emulator(QuantizedModel(fmt_in, (layer,))).run(x) - x @ w))
-    assert error < 6 * 2 * 2.0 ** -fmt_w.frac + 2**-12
+    assert error < 6 * 2 * 2.0**-fmt_w.frac + 2**-12

@@ -22,19 +22,22 @@ def test_format_properties() -> None:
     assert FixedFormat(6, 8).frac == -2 and FixedFormat(6, 8).max_value == 31 * 4
 
 
-@pytest.mark.parametrize(("value", "raw"), [
-    (1.03125, 17),     # 16.5 -> tie rounds up to 17
-    (-1.03125, -16),   # -16.5 -> tie rounds toward +infinity: -16
-    (1.09, 17),        # 17.44 -> 17
-    (-1.09, -17),      # -17.44 -> -17
-    (-1.1, -18),       # -17.6 -> -18
-    (7.96875, 127),    # 127.5 -> 128 -> saturates to 127
-    (-8.0, -128),
-    (-8.1, -128),      # -129.6 -> -130 -> saturates to -128
-    (1e9, 127),
-    (-np.inf, -128),
-    (0.0, 0),
-])
+@pytest.mark.parametrize(
+    ("value", "raw"),
+    [
+        (1.03125, 17),  # 16.5 -> tie rounds up to 17
+        (-1.03125, -16),  # -16.5 -> tie rounds toward +infinity: -16
+        (1.09, 17),  # 17.44 -> 17
+        (-1.09, -17),  # -17.44 -> -17
+        (-1.1, -18),  # -17.6 -> -18
+        (7.96875, 127),  # 127.5 -> 128 -> saturates to 127
+        (-8.0, -128),
+        (-8.1, -128),  # -129.6 -> -130 -> saturates to -128
+        (1e9, 127),
+        (-np.inf, -128),
+        (0.0, 0),
+    ],
+)
 def test_quantize_rounds_half_up_and_saturates(value: float, raw: int) -> None:
     assert int(FixedFormat(8, 4).quantize(value)) == raw
 
@@ -50,15 +53,18 @@ def test_dequantize_is_exact() -> None:
     assert list(fmt.dequantize(np.array([-1, 1]))) == [-(2**-10), 2**-10]
 
 
-@pytest.mark.parametrize(("raw", "from_frac", "to_frac", "expected"), [
-    (5, 2, 0, 1),    # 1.25 -> 1
-    (6, 2, 0, 2),    # 1.5 -> 2
-    (-6, 2, 0, -1),  # -1.5 -> -1 (tie toward +infinity)
-    (-7, 2, 0, -2),  # -1.75 -> -2
-    (-5, 2, 0, -1),  # -1.25 -> -1
-    (3, 0, 2, 12),   # to more fraction bits: exact shift left
-    (-3, 1, 1, -3),
-])
+@pytest.mark.parametrize(
+    ("raw", "from_frac", "to_frac", "expected"),
+    [
+        (5, 2, 0, 1),  # 1.25 -> 1
+        (6, 2, 0, 2),  # 1.5 -> 2
+        (-6, 2, 0, -1),  # -1.5 -> -1 (tie toward +infinity)
+        (-7, 2, 0, -2),  # -1.75 -> -2
+        (-5, 2, 0, -1),  # -1.25 -> -1
+        (3, 0, 2, 12),  # to more fraction bits: exact shift left
+        (-3, 1, 1, -3),
+    ],
+)
 def test_shift_round_on_integers_and_float64(raw: int, from_frac: int, to_frac: int, expected: int) -> None:
     assert int(shift_round(np.array([raw], dtype=np.int64), from_frac, to_frac)[0]) == expected
     assert float(shift_round(np.array([raw], dtype=np.float64), from_frac, to_frac)[0]) == expected
@@ -69,15 +75,18 @@ def test_saturate() -> None:
     assert list(saturate(np.array([-300, -128, 0, 127, 300]), FixedFormat(8, 0))) == [-128, -128, 0, 127, 127]
 
 
-@pytest.mark.parametrize(("low", "high", "bits", "int_bits"), [
-    (0.0, 6.41, 16, 4),     # [-8, 8) holds 6.41
-    (-26.5, 21.2, 16, 6),   # [-32, 32)
-    (0.0, 0.999, 8, 2),     # 0.999 * 128 rounds to 128 > 127: one more integer bit
-    (0.0, 0.99, 8, 1),      # 0.99 * 128 = 126.7 -> 127 fits
-    (-1.0, 0.5, 8, 1),      # -1 is exactly the minimum of fixed<8,1>
-    (0.0, 0.0, 8, 1),
-    (0.0, 0.001, 8, -8),    # small values get negative integer bits (more fraction)
-])
+@pytest.mark.parametrize(
+    ("low", "high", "bits", "int_bits"),
+    [
+        (0.0, 6.41, 16, 4),  # [-8, 8) holds 6.41
+        (-26.5, 21.2, 16, 6),  # [-32, 32)
+        (0.0, 0.999, 8, 2),  # 0.999 * 128 rounds to 128 > 127: one more integer bit
+        (0.0, 0.99, 8, 1),  # 0.99 * 128 = 126.7 -> 127 fits
+        (-1.0, 0.5, 8, 1),  # -1 is exactly the minimum of fixed<8,1>
+        (0.0, 0.0, 8, 1),
+        (0.0, 0.001, 8, -8),  # small values get negative integer bits (more fraction)
+    ],
+)
 def test_int_bits_for_range(low: float, high: float, bits: int, int_bits: int) -> None:
     assert int_bits_for_range(low, high, bits) == int_bits
     fmt = FixedFormat(bits, int_bits)

@@ -27,7 +27,7 @@ def backends() -> dict[str, type[Device]]:
     return found
 
 
-def list() -> builtins.list[DeviceInfo]:  # noqa: A001 - the API reads devices.list()
+def list() -> builtins.list[DeviceInfo]:
     """Every device that can be opened here, with its capabilities."""
     infos = []
     for kind, backend in sorted(backends().items()):
@@ -36,7 +36,7 @@ def list() -> builtins.list[DeviceInfo]:  # noqa: A001 - the API reads devices.l
     return infos
 
 
-def open(uri: str) -> Device:  # noqa: A001 - the API reads devices.open()
+def open(uri: str) -> Device:
     """Open a device by URI: ``emu``, ``cpu``, ..."""
     kind = uri.split(":", 1)[0]
     available = backends()

@@ -27,8 +27,13 @@ class CpuDevice(Device):
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(
-            uri=self.uri, kind=self.kind, description="onnxruntime on the float model (the reference)",
-            max_models=None, max_batch=None, dtypes=("float32", "float64", "int64", "str"), runs="bundle+onnx",
+            uri=self.uri,
+            kind=self.kind,
+            description="onnxruntime on the float model (the reference)",
+            max_models=None,
+            max_batch=None,
+            dtypes=("float32", "float64", "int64", "str"),
+            runs="bundle+onnx",
             extra={"threads": os.cpu_count()},
         )
 

@@ -43,8 +43,15 @@ class EmulatedModel(Model):
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> EmulatedModel:
-        return cls(bundle.name, bundle.inputs, bundle.outputs, bundle.split, bundle.quantized,
-                   bundle.host_model(), bundle.fixed_batch)
+        return cls(
+            bundle.name,
+            bundle.inputs,
+            bundle.outputs,
+            bundle.split,
+            bundle.quantized,
+            bundle.host_model(),
+            bundle.fixed_batch,
+        )
 
     def hardware_output(self, x: np.ndarray) -> np.ndarray:
         """The hardware part's output tensor, dequantized to the dtype and layout the model declares."""
@@ -66,9 +73,13 @@ class EmuDevice(Device):
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(
-            uri=self.uri, kind=self.kind,
+            uri=self.uri,
+            kind=self.kind,
             description="golden integer emulator of the quantized hardware part (bit-exact reference)",
-            max_models=None, max_batch=None, dtypes=("float32", "float64"), runs="bundle+onnx",
+            max_models=None,
+            max_batch=None,
+            dtypes=("float32", "float64"),
+            runs="bundle+onnx",
         )
 
     def _load(self, source: Bundle | Path) -> Model:
@@ -76,9 +87,12 @@ class EmuDevice(Device):
             return EmulatedModel.from_bundle(source)
         # a plain model: quantize it here with the default precision and no calibration data
         from gatewright.build.pipeline import quantize_model  # the build stage owns quantizing a model
+        from gatewright.model import intake
 
         log.warning(
             "%s: quantizing with default formats and no calibration data; for calibrated formats build "
-            "a bundle with `gatewright build %s --until quantize --calibration X.npy`", source, source,
+            "a bundle with `gatewright build %s --until quantize --calibration X.npy`",
+            source,
+            source,
         )
-        return quantize_model(source).emulated()
+        return quantize_model(intake(source)).emulated()

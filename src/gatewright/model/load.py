@@ -99,9 +99,7 @@ def load_model(source: str | Path | bytes, label: str | None = None) -> LoadedMo
 
 
 def _uses_external_data(proto: onnx.ModelProto) -> bool:
-    return any(
-        init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
-    )
+    return any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,19 +23,56 @@ from gatewright.model.ir import Activation, Dense, HardwarePart, HostPart, Layer
 from gatewright.model.load import tensor_spec
 
 HARDWARE_OPS = (
-    "Gemm", "MatMul (+ Add bias)", "BatchNormalization", "Relu", "LeakyRelu", "Clip",
-    "Identity", "Dropout", "Flatten", "Reshape (batch axis kept)", "Transpose (2-D)", "Cast (float to float)",
-    "Add/Sub/Mul/Div by a per-feature constant", "Scaler (ai.onnx.ml)",
+    "Gemm",
+    "MatMul (+ Add bias)",
+    "BatchNormalization",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Identity",
+    "Dropout",
+    "Flatten",
+    "Reshape (batch axis kept)",
+    "Transpose (2-D)",
+    "Cast (float to float)",
+    "Add/Sub/Mul/Div by a per-feature constant",
+    "Scaler (ai.onnx.ml)",
 )
 # Operators that carry learned weights or a network layer: they cannot be left to the host.
-LAYER_OPS = frozenset({
-    "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Conv", "ConvInteger", "QLinearConv",
-    "ConvTranspose", "LSTM", "GRU", "RNN", "Einsum", "Attention", "MultiHeadAttention",
-    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
-    "LinearClassifier", "LinearRegressor", "SVMClassifier", "SVMRegressor",
-    "TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool", "LpPool",
-})
+LAYER_OPS = frozenset(
+    {
+        "Gemm",
+        "MatMul",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "Conv",
+        "ConvInteger",
+        "QLinearConv",
+        "ConvTranspose",
+        "LSTM",
+        "GRU",
+        "RNN",
+        "Einsum",
+        "Attention",
+        "MultiHeadAttention",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "LinearClassifier",
+        "LinearRegressor",
+        "SVMClassifier",
+        "SVMRegressor",
+        "TreeEnsembleClassifier",
+        "TreeEnsembleRegressor",
+        "TreeEnsemble",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "LpPool",
+    }
+)
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
@@ -60,9 +97,7 @@ class _Chain:
         return self.pending_scale is None
 
 
-def partition(
-    inferred: onnx.ModelProto, label: str
-) -> tuple[HardwarePart, HostPart, tuple[Node, ...], int | None]:
+def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, HostPart, tuple[Node, ...], int | None]:
     """Walk the chain, then extract the host subgraph. Raises ``UnsupportedModelError`` with a fix."""
     graph = inferred.graph
     constants = _constants(graph)
@@ -90,7 +125,7 @@ def partition(
             "with every dimension after the batch fixed. Export the model with a fixed feature size."
         )
     fixed_batch = shape[0] if isinstance(shape[0], int) else None
-    chain = _Chain(feats=math.prod(int(d) for d in shape[1:]), rank=len(shape))
+    chain = _Chain(feats=math.prod(d for d in shape[1:] if isinstance(d, int)), rank=len(shape))
 
     current, taken, committed = first.name, [], (0, first.name, 0, 0)
     stop_position, stop_reason = None, ""
@@ -119,7 +154,9 @@ def partition(
         stop_position, stop_reason = taken[n_taken], "no linear layer follows it to fold it into"
     hw_positions = set(taken[:n_taken])
     layers = tuple(chain.layers[:n_layers])
-    host_positions = [p for p in range(len(graph.node)) if p not in hw_positions and graph.node[p].op_type != "Constant"]
+    host_positions = [
+        p for p in range(len(graph.node)) if p not in hw_positions and graph.node[p].op_type != "Constant"
+    ]
 
     blocking = [p for p in host_positions if graph.node[p].op_type in LAYER_OPS]
     if blocking or not any(isinstance(layer, Dense) for layer in layers):
@@ -147,8 +184,10 @@ def partition(
             domain=n.domain or "ai.onnx",
             inputs=tuple(n.input),
             outputs=tuple(n.output),
-            part="hardware" if p in hw_positions
-            else "constant" if n.op_type == "Constant" and not (set(n.output) & used_by_host)
+            part="hardware"
+            if p in hw_positions
+            else "constant"
+            if n.op_type == "Constant" and not (set(n.output) & used_by_host)
             else "host",
         )
         for p, n in enumerate(graph.node)
@@ -256,9 +295,11 @@ def _activation(node: onnx.NodeProto, attrs: dict[str, object], constants: dict[
     low_value = float(low) if low is not None else attrs.get("min")  # opset < 11 keeps bounds as attributes
     high_value = float(high) if high is not None else attrs.get("max")
     return Activation(
-        name, "clip", (name,),
-        low=None if low_value is None else float(low_value),  # type: ignore[arg-type]
-        high=None if high_value is None else float(high_value),  # type: ignore[arg-type]
+        name,
+        "clip",
+        (name,),
+        low=None if low_value is None else float(low_value),
+        high=None if high_value is None else float(high_value),
     )
 
 
@@ -286,7 +327,7 @@ def _linear(node: onnx.NodeProto, attrs: dict[str, object], chain: _Chain, const
         if chain.batch_axis != 1 - int(trans_b):
             raise _Reject(f"{node.op_type} input layout does not put the batch on the columns")
         weight = constants[node.input[0]].astype(np.float64)
-        weight = (weight if trans_a else weight.T)
+        weight = weight if trans_a else weight.T
         out_batch_axis = 1
     if weight.ndim != 2 or weight.shape[0] != chain.feats:
         raise _Reject(f"weight of shape {list(weight.shape)} does not match {chain.feats} input features")
@@ -356,9 +397,7 @@ def _per_feature(value: np.ndarray, feats: int, batch_axis: int, what: str) -> n
         raise _Reject(f"{what} of shape {list(array.shape)} is not a per-feature constant") from None
 
 
-def _const(
-    node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray], optional: bool = False
-) -> np.ndarray:
+def _const(node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray], optional: bool = False) -> np.ndarray:
     name = node.input[index] if index < len(node.input) else ""
     if not name:
         if optional:
@@ -394,9 +433,7 @@ def _extract_host(
         return HostPart(None, (), (), ())
     nodes = [graph.node[p] for p in positions]
     needed = {name for n in nodes for name in _all_inputs(n)}
-    const_nodes = [
-        n for n in graph.node if n.op_type == "Constant" and set(n.output) & needed and n not in nodes
-    ]
+    const_nodes = [n for n in graph.node if n.op_type == "Constant" and set(n.output) & needed and n not in nodes]
     batch = "batch"
     dims: list[int | str] = [batch, hardware.n_out]
     if hardware.output_transposed:
@@ -409,8 +446,11 @@ def _extract_host(
         [*const_nodes, *nodes], f"{graph.name or 'model'}_host", inputs, host_outputs, initializers
     )
     model = helper.make_model(
-        host_graph, opset_imports=list(inferred.opset_import), ir_version=inferred.ir_version,
-        functions=list(inferred.functions), producer_name="gatewright",
+        host_graph,
+        opset_imports=list(inferred.opset_import),
+        ir_version=inferred.ir_version,
+        functions=list(inferred.functions),
+        producer_name="gatewright",
     )
     onnx.checker.check_model(model)
     return HostPart(

@@ -25,7 +25,6 @@ from gatewright.quant.fixed import FixedFormat, bits_for_magnitude, int_bits_for
 from gatewright.quant.precision import UNCALIBRATED_INT_BITS, PrecisionConfig, PrecisionSpec
 from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel, sum_bound
 
-
 MAX_INPUT_BITS = 52  # float64 turns a float input into an integer exactly up to this width
 
 
@@ -55,7 +54,9 @@ def calibrate(hardware: HardwarePart, data: np.ndarray) -> Calibration:
     first = end_of_clamps(layers, -1)
     input_range = _range(flat if first == -1 else values[first])
     outputs = {
-        layer.name: _range(values[end_of_clamps(layers, i)]) for i, layer in enumerate(layers) if isinstance(layer, Dense)
+        layer.name: _range(values[end_of_clamps(layers, i)])
+        for i, layer in enumerate(layers)
+        if isinstance(layer, Dense)
     }
     return Calibration(len(flat), input_range, outputs)
 
@@ -81,9 +82,7 @@ def as_batch(data: np.ndarray, hardware: HardwarePart) -> np.ndarray:
     return flat
 
 
-def quantize(
-    hardware: HardwarePart, config: PrecisionConfig, calibration: Calibration | None
-) -> QuantizedModel:
+def quantize(hardware: HardwarePart, config: PrecisionConfig, calibration: Calibration | None) -> QuantizedModel:
     """Choose the formats and quantize the weights: the quantized IR."""
     dense_names = [layer.name for layer in hardware.dense_layers]
     config.check_layers(dense_names)
@@ -119,9 +118,9 @@ def _dense(layer: Dense, fmt_in: FixedFormat, config: PrecisionConfig, out_range
     full_bits = bits_for_magnitude(bound)
     if acc_spec.int_bits is not None and acc_spec.bits is not None and acc_spec.bits - acc_spec.int_bits != acc_frac:
         raise PrecisionError(
-            f"{name}.accumulator: {FixedFormat(acc_spec.bits, acc_spec.int_bits)} has {acc_spec.bits - acc_spec.int_bits} "
-            f"fraction bits, but input and weight formats fix it at {acc_frac}; give only its width, e.g. "
-            f"accumulator={full_bits}"
+            f"{name}.accumulator: {FixedFormat(acc_spec.bits, acc_spec.int_bits)} has "
+            f"{acc_spec.bits - acc_spec.int_bits} fraction bits, but input and weight formats fix it at "
+            f"{acc_frac}; give only its width, e.g. accumulator={full_bits}"
         )
     acc_bits = acc_spec.bits or full_bits
     accumulator = FixedFormat(acc_bits, acc_bits - acc_frac)
@@ -176,9 +175,13 @@ def end_of_clamps(layers: tuple[Layer, ...], index: int) -> int:
     Those layers clamp the value anyway, so their output range is the one a format must hold.
     """
     end = index
-    while end + 1 < len(layers) and isinstance(layers[end + 1], Activation) and layers[end + 1].kind != "leaky_relu":
+    while end + 1 < len(layers) and _clamps(layers[end + 1]):
         end += 1
     return end
+
+
+def _clamps(layer: Layer) -> bool:
+    return isinstance(layer, Activation) and layer.kind != "leaky_relu"
 
 
 def _range(values: np.ndarray) -> Range:

@@ -196,8 +196,9 @@ def _exact_layer(layer: QLayer, value: np.ndarray, trace: Trace | None = None) -
         scaled = shift_round(wide * layer.alpha, fmt.frac + ALPHA_FRAC, fmt.frac)
         return np.where(value >= 0, value, saturate(scaled, fmt)).astype(value.dtype)
 
-    big = layer.accumulator_bound() << max(0, layer.output.frac - layer.accumulator.frac)
-    dtype = object if big >= INT64_LIMIT else np.int64
+    shift = layer.accumulator.frac - layer.output.frac
+    largest = max(layer.accumulator_bound(), abs(layer.accumulator.min_int)) + (1 << max(0, shift - 1))
+    dtype = object if largest << max(0, -shift) >= INT64_LIMIT else np.int64  # Python ints past 62 bits
     x = value.astype(dtype)
     acc = x @ layer.weight.astype(dtype) + (
         layer.bias.astype(dtype) << (layer.accumulator.frac - layer.bias_format.frac)

@@ -53,8 +53,11 @@ class QDense:
 
     def formats(self) -> dict[str, FixedFormat]:
         return {
-            "input": self.input, "weight": self.weight_format, "bias": self.bias_format,
-            "accumulator": self.accumulator, "activation": self.output,
+            "input": self.input,
+            "weight": self.weight_format,
+            "bias": self.bias_format,
+            "accumulator": self.accumulator,
+            "activation": self.output,
         }
 
 
@@ -103,16 +106,28 @@ class QuantizedModel:
         layers: list[dict[str, Any]] = []
         for layer in self.layers:
             if isinstance(layer, QDense):
-                layers.append({
-                    "type": "dense", "name": layer.name,
-                    **{kind: str(fmt) for kind, fmt in layer.formats().items()},
-                    "weight_values": layer.weight.tolist(), "bias_values": layer.bias.tolist(),
-                })
+                layers.append(
+                    {
+                        "type": "dense",
+                        "name": layer.name,
+                        **{kind: str(fmt) for kind, fmt in layer.formats().items()},
+                        "weight_values": layer.weight.tolist(),
+                        "bias_values": layer.bias.tolist(),
+                    }
+                )
             else:
-                layers.append({
-                    "type": "activation", "name": layer.name, "kind": layer.kind, "format": str(layer.format),
-                    "low": layer.low, "high": layer.high, "alpha": layer.alpha, "alpha_frac": ALPHA_FRAC,
-                })
+                layers.append(
+                    {
+                        "type": "activation",
+                        "name": layer.name,
+                        "kind": layer.kind,
+                        "format": str(layer.format),
+                        "low": layer.low,
+                        "high": layer.high,
+                        "alpha": layer.alpha,
+                        "alpha_frac": ALPHA_FRAC,
+                    }
+                )
         return {"schema": SCHEMA, "input": str(self.input_format), "output": str(self.output_format), "layers": layers}
 
     @classmethod
@@ -122,21 +137,29 @@ class QuantizedModel:
         layers: list[QLayer] = []
         for item in data["layers"]:
             if item["type"] == "dense":
-                layers.append(QDense(
-                    name=item["name"],
-                    weight=np.array(item["weight_values"], dtype=np.int64).reshape(len(item["weight_values"]), -1),
-                    bias=np.array(item["bias_values"], dtype=np.int64),
-                    input=FixedFormat.parse(item["input"]),
-                    weight_format=FixedFormat.parse(item["weight"]),
-                    bias_format=FixedFormat.parse(item["bias"]),
-                    accumulator=FixedFormat.parse(item["accumulator"]),
-                    output=FixedFormat.parse(item["activation"]),
-                ))
+                layers.append(
+                    QDense(
+                        name=item["name"],
+                        weight=np.array(item["weight_values"], dtype=np.int64).reshape(len(item["weight_values"]), -1),
+                        bias=np.array(item["bias_values"], dtype=np.int64),
+                        input=FixedFormat.parse(item["input"]),
+                        weight_format=FixedFormat.parse(item["weight"]),
+                        bias_format=FixedFormat.parse(item["bias"]),
+                        accumulator=FixedFormat.parse(item["accumulator"]),
+                        output=FixedFormat.parse(item["activation"]),
+                    )
+                )
             else:
-                layers.append(QActivation(
-                    item["name"], item["kind"], FixedFormat.parse(item["format"]),
-                    item["low"], item["high"], item["alpha"],
-                ))
+                layers.append(
+                    QActivation(
+                        item["name"],
+                        item["kind"],
+                        FixedFormat.parse(item["format"]),
+                        item["low"],
+                        item["high"],
+                        item["alpha"],
+                    )
+                )
         return cls(FixedFormat.parse(data["input"]), tuple(layers))
 
     def save(self, path: Path) -> None:

@@ -58,14 +58,16 @@ def hardware_report(
         end = end_of_clamps(hardware.layers, index)
         emulated = qlayer.output.dequantize(trace.values[end])
         observed = calibration.outputs[layer.name].to_json() if calibration else None
-        layers.append(LayerReport(
-            name=layer.name,
-            formats={kind: str(fmt) for kind, fmt in qlayer.formats().items()},
-            observed=observed,
-            accumulator_saturated=trace.accumulator_saturated[layer.name],
-            output_saturated=trace.output_saturated[layer.name],
-            max_abs_error=float(np.max(np.abs(emulated - reference[end]), initial=0.0)),
-        ))
+        layers.append(
+            LayerReport(
+                name=layer.name,
+                formats={kind: str(fmt) for kind, fmt in qlayer.formats().items()},
+                observed=observed,
+                accumulator_saturated=trace.accumulator_saturated[layer.name],
+                output_saturated=trace.output_saturated[layer.name],
+                max_abs_error=float(np.max(np.abs(emulated - reference[end]), initial=0.0)),
+            )
+        )
     top1 = None
     if hardware.n_out > 1 and reference:
         emulated_out = model.output_format.dequantize(trace.values[-1])
@@ -88,9 +90,10 @@ def compare_outputs(
     result: dict[str, dict[str, float]] = {}
     for spec in specs:
         got, want = as_array(emulated[spec.name]), as_array(reference[spec.name])
-        if got.dtype.names:  # a sequence of maps: compare field by field
-            got = np.stack([got[f] for f in got.dtype.names], axis=-1)
-            want = np.stack([want[f] for f in want.dtype.names], axis=-1)
+        fields = got.dtype.names
+        if fields:  # a sequence of maps: compare field by field
+            got = np.stack([got[f] for f in fields], axis=-1)
+            want = np.stack([want[f] for f in fields], axis=-1)
         if got.dtype.kind == "f":
             result[spec.name] = {"max_abs_error": float(np.max(np.abs(got - want), initial=0.0))}
         else:
