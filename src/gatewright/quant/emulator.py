@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gatewright.errors import InputDataError
 from gatewright.quant.fixed import FixedFormat, quantize_to_float_ints, saturate, shift_round
 from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel
 
@@ -75,7 +76,7 @@ class Emulator:
         return self.model.output_format
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Real inputs (batch, n_in) to raw integers in the input format (float64 holding ints)."""
+        """Real inputs (batch, n_in) to raw integers in the input format (floats holding ints)."""
         return quantize_to_float_ints(np.asarray(x).reshape(len(x), -1), self.model.input_format)
 
     def run_raw(self, raw: np.ndarray) -> np.ndarray:
@@ -86,7 +87,7 @@ class Emulator:
             for layer in self.model.layers:
                 value = _exact_layer(layer, value)
             return value
-        value = np.asarray(raw, dtype=np.float64)
+        value = np.asarray(raw, dtype=np.float64)  # float64 BLAS: every partial sum stays exact
         for step in self._plan:
             if isinstance(step, _FastDense):
                 value = value @ step.weight
@@ -104,9 +105,16 @@ class Emulator:
                 value += np.clip(negative, step.low, 0.0)
         return value
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Real inputs to the real values of the raw outputs (float64, exact)."""
-        return np.ldexp(self.run_raw(self.quantize_input(x)).astype(np.float64), -self.output_format.frac)
+    def run(self, x: np.ndarray, dtype: type[np.floating] = np.float64) -> np.ndarray:
+        """Real inputs to the real values of the raw outputs, in ``dtype`` (float64: exact).
+
+        A NaN input is an error (it has no fixed-point value); it reaches every output of its row.
+        """
+        raw = self.run_raw(self.quantize_input(x))
+        if np.isnan(raw).any():
+            row = int(np.argwhere(np.isnan(raw))[0][0])
+            raise InputDataError(f"input sample {row} contains NaN: fixed-point data must be finite numbers")
+        return np.multiply(raw, math.ldexp(1.0, -self.output_format.frac), dtype=dtype)
 
     def trace(self, x: np.ndarray) -> Trace:
         """The reference semantics, step by step, with saturation counts (for the report and tests)."""
