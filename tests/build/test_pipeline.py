@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from gatewright import devices
-from gatewright.build.bundle import Bundle
 from gatewright.build.pipeline import build
 from gatewright.errors import BundleError, GatewrightError, InputDataError
 from gatewright.quant import PrecisionConfig, QuantizedModel
@@ -26,12 +25,19 @@ def digits_files(tmp_path: Path, sklearn_digits: dict) -> tuple[Path, Path, np.n
     return model_path, calib, x
 
 
-def test_bundle_holds_every_part_with_a_complete_manifest(tmp_path: Path, digits_files) -> None:  # noqa: ANN001
+def test_bundle_holds_every_part_with_a_complete_manifest(tmp_path: Path, digits_files) -> None:
     model_path, calib, _ = digits_files
     bundle, report = build(model_path, tmp_path / "out", calibration=calib)
     names = {p.name for p in bundle.path.iterdir()}
-    assert names == {"manifest.json", "model.onnx", "host.onnx", "quantized.json", "quantization.json",
-                     "golden.npz", "build.log"}
+    assert names == {
+        "manifest.json",
+        "model.onnx",
+        "host.onnx",
+        "quantized.json",
+        "quantization.json",
+        "golden.npz",
+        "build.log",
+    }
     manifest = json.loads((bundle.path / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
     assert manifest["model"]["sha256"] == __import__("hashlib").sha256(model_path.read_bytes()).hexdigest()
@@ -52,7 +58,7 @@ def test_bundle_holds_every_part_with_a_complete_manifest(tmp_path: Path, digits
     assert " quantize   start  calibrate + quantize" in log and " quantize   done " in log
 
 
-def test_golden_vectors_reproduce_on_the_emulator(tmp_path: Path, digits_files) -> None:  # noqa: ANN001
+def test_golden_vectors_reproduce_on_the_emulator(tmp_path: Path, digits_files) -> None:
     model_path, calib, _ = digits_files
     bundle, _ = build(model_path, tmp_path / "out", calibration=calib)
     golden = bundle.golden()
@@ -125,6 +131,7 @@ def test_fixed_batch_model_builds_and_runs_in_slices(tmp_path: Path) -> None:
     np.save(calib, om.rng(0).normal(size=(50, 4)).astype(np.float32))
     bundle, report = build(model_path, tmp_path / "out", calibration=calib)
     assert bundle.golden()["input.input"].shape == (1, 4)
+    assert report.samples == 50
     x = om.rng(1).normal(size=(6, 4)).astype(np.float32)
     with devices.open("emu") as emu, devices.open("cpu") as cpu:
         got = emu.load(bundle).infer({"input": x})["output"]

@@ -60,7 +60,8 @@ class Bundle:
         version = self.manifest.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(
-                f"{manifest_path}: schema version {version!r}, this gatewright reads {SCHEMA_VERSION}; rebuild the bundle"
+                f"{manifest_path}: schema version {version!r}, this gatewright reads {SCHEMA_VERSION}; "
+                "rebuild the bundle"
             )
 
     @staticmethod
@@ -118,9 +119,7 @@ def writing(out: str | Path) -> Iterator[Path]:
     """
     target = Path(out)
     if target.exists() and not (target.is_dir() and (Bundle.is_bundle(target) or not any(target.iterdir()))):
-        raise BundleError(
-            f"{target}: exists and is not a firmware bundle; choose another --out or remove it"
-        )
+        raise BundleError(f"{target}: exists and is not a firmware bundle; choose another --out or remove it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -18,8 +18,12 @@ class StepRecord:
     summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "started": self.started, "duration_s": round(self.duration_s, 3),
-                "summary": self.summary}
+        return {
+            "name": self.name,
+            "started": self.started,
+            "duration_s": round(self.duration_s, 3),
+            "summary": self.summary,
+        }
 
 
 @dataclass

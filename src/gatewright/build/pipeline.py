@@ -56,8 +56,13 @@ class QuantizedBuild:
 
     def emulated(self) -> EmulatedModel:
         return EmulatedModel(
-            self.graph.name, self.graph.inputs, self.graph.outputs, self.split, self.quantized,
-            self.graph.host.model, self.graph.fixed_batch,
+            self.graph.name,
+            self.graph.inputs,
+            self.graph.outputs,
+            self.split,
+            self.quantized,
+            self.graph.host.model,
+            self.graph.fixed_batch,
         )
 
 
@@ -96,17 +101,25 @@ def quantize_model(
     data = None if calibration is None else as_batch(calibration, graph.hardware)
     ranges = calibrate(graph.hardware, data) if data is not None else None
     quantized = quantize(graph.hardware, precision, ranges)
-    digest = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest() if calibration is not None else None
+    digest = (
+        hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest() if calibration is not None else None
+    )
     hardware = graph.hardware
     split = {
         "hardware": {
-            "input": hardware.input.name, "output": hardware.output, "output_dtype": hardware.output_dtype,
-            "output_transposed": hardware.output_transposed, "n_in": hardware.n_in, "n_out": hardware.n_out,
+            "input": hardware.input.name,
+            "output": hardware.output,
+            "output_dtype": hardware.output_dtype,
+            "output_transposed": hardware.output_transposed,
+            "n_in": hardware.n_in,
+            "n_out": hardware.n_out,
             "nodes": list(hardware.nodes),
         },
         "host": {
             "file": files.HOST_MODEL if graph.host.model else None,
-            "inputs": list(graph.host.inputs), "outputs": list(graph.host.outputs), "nodes": list(graph.host.nodes),
+            "inputs": list(graph.host.inputs),
+            "outputs": list(graph.host.outputs),
+            "nodes": list(graph.host.nodes),
         },
     }
     return QuantizedBuild(graph, precision, ranges, digest, quantized, split)
@@ -132,8 +145,12 @@ def build(
         with log.step("quantize", f"calibrate + quantize {model}") as record:
             result = quantize_model(graph, data, precision)
             if data is None:
-                log.write("quantize", "note", "no calibration data: input and activations use "
-                          "fixed<B,6> (docs/quantization.md); pass --calibration X.npy to calibrate")
+                log.write(
+                    "quantize",
+                    "note",
+                    "no calibration data: input and activations use "
+                    "fixed<B,6> (docs/quantization.md); pass --calibration X.npy to calibrate",
+                )
             golden_inputs, golden_source = _golden_inputs(result.graph, data)
             report, golden = _check(result, golden_inputs, data)
             record.summary = _summary(result, report)
@@ -187,14 +204,22 @@ def _summary(result: QuantizedBuild, report: QuantReport) -> str:
     parts = [f"{len(result.graph.hardware.dense_layers)} dense layers", f"input {result.quantized.input_format}"]
     if report.top1_agreement is not None:
         parts.append(f"top-1 agreement {report.top1_agreement:.2%}")
-    saturated = report.input_saturated + sum(l.output_saturated + l.accumulator_saturated for l in report.layers)
+    saturated = report.input_saturated + sum(
+        layer.output_saturated + layer.accumulator_saturated for layer in report.layers
+    )
     parts.append(f"{saturated} saturated values on {report.samples} samples")
     return ", ".join(parts)
 
 
 def _write(
-    staging: Path, result: QuantizedBuild, report: QuantReport, golden: dict[str, np.ndarray],
-    golden_source: str, target: str, log: BuildLog, calibration_label: str,
+    staging: Path,
+    result: QuantizedBuild,
+    report: QuantReport,
+    golden: dict[str, np.ndarray],
+    golden_source: str,
+    target: str,
+    log: BuildLog,
+    calibration_label: str,
 ) -> None:
     graph = result.graph
     (staging / files.SOURCE_MODEL).write_bytes(graph.source)
@@ -208,15 +233,27 @@ def _write(
         "calibration_sha256": result.calibration_sha256,
     }
     tools = tool_versions()
-    cache_key = hashlib.sha256(json.dumps(
-        {"model": graph.sha256, "target": target, "options": options, "engine": gatewright.__version__,
-         "tools": tools}, sort_keys=True,
-    ).encode()).hexdigest()
+    cache_key = hashlib.sha256(
+        json.dumps(
+            {
+                "model": graph.sha256,
+                "target": target,
+                "options": options,
+                "engine": gatewright.__version__,
+                "tools": tools,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     manifest = {
         "schema_version": files.SCHEMA_VERSION,
         "model": {
-            "name": graph.name, "sha256": graph.sha256, "file": files.SOURCE_MODEL, "opset": graph.opset,
-            "producer": graph.producer, "fixed_batch": graph.fixed_batch,
+            "name": graph.name,
+            "sha256": graph.sha256,
+            "file": files.SOURCE_MODEL,
+            "opset": graph.opset,
+            "producer": graph.producer,
+            "fixed_batch": graph.fixed_batch,
         },
         "target": target,
         "engine": {"name": "gatewright", "version": gatewright.__version__},
@@ -227,8 +264,11 @@ def _write(
         "quantization": {
             "file": files.QUANTIZED,
             "report": files.REPORT,
-            "calibration": None if result.calibration is None else {
-                "file": calibration_label, "samples": result.calibration.samples,
+            "calibration": None
+            if result.calibration is None
+            else {
+                "file": calibration_label,
+                "samples": result.calibration.samples,
                 "sha256": result.calibration_sha256,
             },
             "rounding": "RND: round to nearest, ties toward +infinity",

@@ -1,0 +1,1 @@
+"""The build pipeline and the firmware bundle it writes."""
