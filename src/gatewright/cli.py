@@ -152,7 +152,7 @@ def predict(
         model = dev.load(source)
         feeds = _read_inputs(input_path, [spec.name for spec in model.inputs])
         outputs = model.infer(feeds)
-    _write_outputs(output_path, outputs)
+    write_outputs(output_path, outputs)
     shapes = ", ".join(f"{name} {list(as_array(value).shape)}" for name, value in outputs.items())
     out.print(f"{device}: wrote {shapes} to {output_path}")
 
@@ -219,7 +219,10 @@ def print_report(report: QuantReport) -> None:
     if report.top1_agreement is not None:
         out.print(f"top-1 agreement with the float model: {report.top1_agreement:.2%}")
     for name, figures in report.outputs.items():
-        text = ", ".join(f"{key.replace('_', ' ')} {value:.4g}" for key, value in figures.items())
+        text = ", ".join(
+            f"agreement {value:.2%}" if key == "agreement" else f"{key.replace('_', ' ')} {value:.4g}"
+            for key, value in figures.items()
+        )
         out.print(f"output {name}: {text}")
 
 
@@ -253,7 +256,7 @@ def _read_inputs(path: Path, names: list[str]) -> dict[str, Any]:
         return {key: loaded[key] for key in loaded.files}
 
 
-def _write_outputs(path: Path, outputs: dict[str, Any]) -> None:
+def write_outputs(path: Path, outputs: dict[str, Any]) -> None:
     """Write atomically: a temporary file in the same directory, then a rename."""
     arrays = {name: as_array(value) for name, value in outputs.items()}
     if path.suffix == ".npy" and len(arrays) != 1:

@@ -35,6 +35,8 @@ def train_digits_mlp(workdir: Path) -> tuple[Path, np.ndarray, np.ndarray, np.nd
 
 def run_demo(workdir: Path, console: Console) -> dict[str, float]:
     workdir.mkdir(parents=True, exist_ok=True)
+    from gatewright.cli import print_report, write_outputs  # the demo prints and saves as the CLI does
+
     console.rule("1. train a digits MLP (scikit-learn) and export it to ONNX (skl2onnx)")
     model_path, x_train, x_test, y_test = train_digits_mlp(workdir)
     calibration = workdir / "calibration.npy"
@@ -54,8 +56,6 @@ def run_demo(workdir: Path, console: Console) -> dict[str, float]:
         calibration=calibration,
         echo=lambda line: console.print(line, highlight=False, markup=False),
     )
-    from gatewright.cli import print_report
-
     print_report(report)
 
     console.rule("3. predict on the emulator (bit-exact integer hardware) and on the CPU (float reference)")
@@ -71,6 +71,7 @@ def run_demo(workdir: Path, console: Console) -> dict[str, float]:
             start = time.perf_counter()
             results[kind] = model.infer({"X": x_test})
             elapsed = time.perf_counter() - start
+        write_outputs(workdir / f"{kind}.npz", results[kind])
         accuracy = float(np.mean(results[kind]["label"] == y_test))
         console.print(
             f"{kind}: accuracy {accuracy:.2%} on {len(x_test)} test digits, "

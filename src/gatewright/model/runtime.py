@@ -52,7 +52,7 @@ def _concatenate(parts: list[Any]) -> Any:
 
 def check_inputs(specs: tuple[TensorSpec, ...], feeds: Mapping[str, Any], where: str = "") -> dict[str, np.ndarray]:
     """Match named arrays to the declared inputs: every name present, ranks and fixed sizes equal,
-    one batch size, numbers cast to the declared dtype when no value changes."""
+    one batch size; numbers are cast to the declared dtype (floats may round, integers must be whole)."""
     prefix = f"{where}: " if where else ""
     expected = {spec.name for spec in specs}
     unknown = sorted(set(feeds) - expected)
