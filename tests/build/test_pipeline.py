@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gatewright import devices
+from gatewright.build.bundle import Bundle
 from gatewright.build.pipeline import build
 from gatewright.errors import BundleError, GatewrightError, InputDataError
 from gatewright.quant import PrecisionConfig, QuantizedModel
@@ -138,3 +139,19 @@ def test_fixed_batch_model_builds_and_runs_in_slices(tmp_path: Path) -> None:
         want = cpu.load(bundle).infer({"input": x})["output"]
     assert got.shape == want.shape == (6, 3)
     assert np.max(np.abs(got - want)) < 0.02
+
+
+def test_damaged_bundles_are_explained(tmp_path: Path) -> None:
+    model_path = tmp_path / "mlp.onnx"
+    model_path.write_bytes(om.pytorch_mlp([8, 16, 4]))
+    bundle, _ = build(model_path, tmp_path / "b")
+    manifest = json.loads((bundle.path / "manifest.json").read_text())
+    del manifest["split"]
+    (bundle.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="the manifest lacks split; rebuild the bundle"):
+        Bundle(bundle.path)
+    (bundle.path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        Bundle(bundle.path)
+    with pytest.raises(BundleError, match="not a firmware bundle"):
+        Bundle(tmp_path)

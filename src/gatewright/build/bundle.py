@@ -40,6 +40,7 @@ QUANTIZED = "quantized.json"
 REPORT = "quantization.json"
 GOLDEN = "golden.npz"
 LOG = "build.log"
+REQUIRED_KEYS = ("model", "target", "inputs", "outputs", "split", "quantization", "golden", "steps")
 
 
 class Bundle:
@@ -63,6 +64,9 @@ class Bundle:
                 f"{manifest_path}: schema version {version!r}, this gatewright reads {SCHEMA_VERSION}; "
                 "rebuild the bundle"
             )
+        missing = [key for key in REQUIRED_KEYS if key not in self.manifest]
+        if missing:
+            raise BundleError(f"{manifest_path}: the manifest lacks {', '.join(missing)}; rebuild the bundle")
 
     @staticmethod
     def is_bundle(path: str | Path) -> bool:
