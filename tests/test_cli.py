@@ -195,3 +195,32 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     agreement = float(result.stdout.split("label agreement ")[1].split("%")[0])
     assert agreement >= 99.0
     assert (tmp_path / "demo" / "digits_mlp.bundle" / "manifest.json").is_file()
+
+
+def test_unwritable_outputs_and_odd_inputs_exit_2(tmp_path: Path) -> None:
+    model = tmp_path / "mlp.onnx"
+    model.write_bytes(om.pytorch_mlp([8, 16, 4]))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    np.save(tmp_path / "x.npy", np.zeros((2, 8), np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8), np.float32))
+    np.savez(tmp_path / "objects.npz", input=np.array([{"a": 1}, None], dtype=object))
+    cases = [
+        (["build", model, "--out", blocker / "b"], "cannot create the bundle there"),
+        (
+            ["predict", model, "--device", "cpu", "--input", tmp_path / "x.npy", "--output", blocker / "o.npy"],
+            "cannot write there",
+        ),
+        (
+            ["predict", model, "--device", "emu", "--input", tmp_path / "empty.npy", "--output", tmp_path / "o.npy"],
+            "holds no samples",
+        ),
+        (
+            ["predict", model, "--device", "emu", "--input", tmp_path / "objects.npz", "--output", tmp_path / "o.npy"],
+            "not a NumPy .npy/.npz file of numbers",
+        ),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)

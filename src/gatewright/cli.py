@@ -242,18 +242,20 @@ def _print_io(graph: ModelGraph) -> None:
 def _read_inputs(path: Path, names: list[str]) -> dict[str, Any]:
     try:
         loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # an .npy
+            arrays = {"": loaded}
+        else:
+            with loaded:  # an .npz: read every array here, inside the try
+                arrays = {key: loaded[key] for key in loaded.files}
     except FileNotFoundError:
         raise InputDataError(f"--input {path}: no such file") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise InputDataError(f"--input {path}: not a NumPy .npy/.npz file ({exc})") from None
-    if isinstance(loaded, np.ndarray):
+        raise InputDataError(f"--input {path}: not a NumPy .npy/.npz file of numbers ({exc})") from None
+    if "" in arrays or (len(arrays) == 1 and len(names) == 1 and next(iter(arrays)) not in names):
         if len(names) != 1:
             raise InputDataError(f"--input {path}: the model has inputs {', '.join(names)}; give an .npz keyed by them")
-        return {names[0]: loaded}
-    with loaded:
-        if len(loaded.files) == 1 and len(names) == 1 and loaded.files[0] not in names:
-            return {names[0]: loaded[loaded.files[0]]}
-        return {key: loaded[key] for key in loaded.files}
+        return {names[0]: next(iter(arrays.values()))}
+    return arrays
 
 
 def write_outputs(path: Path, outputs: dict[str, Any]) -> None:
@@ -261,8 +263,11 @@ def write_outputs(path: Path, outputs: dict[str, Any]) -> None:
     arrays = {name: as_array(value) for name, value in outputs.items()}
     if path.suffix == ".npy" and len(arrays) != 1:
         raise InputDataError(f"--output {path}: the model has outputs {', '.join(arrays)}; use an .npz file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise InputDataError(f"--output {path}: cannot write there ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             if path.suffix == ".npy":

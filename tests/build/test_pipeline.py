@@ -155,3 +155,14 @@ def test_damaged_bundles_are_explained(tmp_path: Path) -> None:
         Bundle(bundle.path)
     with pytest.raises(BundleError, match="not a firmware bundle"):
         Bundle(tmp_path)
+
+
+def test_a_bundle_with_a_damaged_split_is_explained(tmp_path: Path) -> None:
+    model_path = tmp_path / "mlp.onnx"
+    model_path.write_bytes(om.pytorch_mlp([8, 16, 4]))
+    bundle, _ = build(model_path, tmp_path / "b")
+    manifest = json.loads((bundle.path / "manifest.json").read_text())
+    manifest["split"] = {}
+    (bundle.path / "manifest.json").write_text(json.dumps(manifest))
+    with devices.open("emu") as emu, pytest.raises(BundleError, match="the bundle is damaged"):
+        emu.load(bundle.path)

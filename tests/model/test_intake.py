@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -234,3 +235,39 @@ def test_model_output_inside_the_chain_ends_the_hardware_part() -> None:
     assert [o.name for o in graph.outputs] == ["probs", "logits"]
     assert graph.hardware.output == "logits"
     assert graph.host.outputs == ("probs",)
+
+
+def test_hardware_part_ends_on_a_matrix_and_a_final_reshape_goes_to_the_host() -> None:
+    """MatMul -> Reshape to (N, 2, 3) -> Softmax over the last axis: the reshape runs on the host."""
+    r = om.rng(9)
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["h"], name="mm"),
+        helper.make_node("Reshape", ["h", "shape"], ["r"], name="to3d"),
+        helper.make_node("Softmax", ["r"], ["output"], name="softmax", axis=-1),
+    ]
+    model = om.make_model(
+        nodes, {"w": r.normal(size=(4, 6)), "shape": np.array([0, 2, 3])}, ["N", 4], "output", ["N", 2, 3]
+    )
+    graph = intake(model)
+    assert graph.hardware.output == "h" and graph.host.nodes == ("to3d", "softmax")
+    assert_hardware_matches_onnxruntime(model, r.normal(size=(5, 4)).astype(np.float32))
+
+
+def test_cast_to_float16_is_left_to_the_host_and_identity_transpose_is_a_no_op() -> None:
+    r = om.rng(10)
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["t"], name="same", perm=[0, 1]),
+        helper.make_node("MatMul", ["t", "w"], ["h"], name="mm"),
+        helper.make_node("Cast", ["h"], ["output"], name="half", to=TensorProto.FLOAT16),
+    ]
+    graph_proto = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT16, ["N", 3])],
+        [onnx.numpy_helper.from_array(r.normal(size=(4, 3)).astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    graph = intake(model)
+    assert graph.hardware.output == "h" and graph.host.nodes == ("half",)
+    assert "same" in graph.hardware.nodes

@@ -55,6 +55,19 @@ def test_relu_and_clip_after_dense_by_hand() -> None:
     assert Emulator(model).run_raw(np.array([[24, -12]])).tolist() == [[1, 16, -1]]
 
 
+def test_clamps_that_do_not_overlap_fuse_as_they_compose() -> None:
+    """Relu then Clip(-3, -1) is the constant -1; Clip(1, -1) is the constant -1 (min(max(y, 1), -1))."""
+    fmt = FixedFormat(6, 3)
+    for activations in (
+        (QActivation("relu", "relu", fmt), QActivation("clip", "clip", fmt, low=-24, high=-8)),
+        (QActivation("clip", "clip", fmt, low=8, high=-8),),
+    ):
+        model = QuantizedModel(FixedFormat(8, 4), (hand_layer(), *activations))
+        emulator = Emulator(model)
+        assert emulator.run_raw(np.array([[24, -12]])).tolist() == [[-8, -8, -8]]
+        assert emulator.trace(np.array([[1.5, -0.75]])).values[-1].tolist() == [[-8, -8, -8]]
+
+
 def test_leaky_relu_by_hand() -> None:
     # alpha 0.25: -12 -> -3 exactly; -10 -> -2.5 -> -2 (tie toward +infinity); -11 -> -2.75 -> -3
     fmt = FixedFormat(8, 4)
@@ -155,14 +168,15 @@ def quantized_models(draw: st.DrawFn) -> tuple[QuantizedModel, np.ndarray]:
             QDense(f"d{len(layers)}", weight, bias, fmt, w_fmt, b_fmt, FixedFormat(acc_bits, acc_bits - acc_frac), out)
         )
         fmt = out
-        kind = draw(st.sampled_from(["none", "relu", "clip", "leaky_relu"]))
-        if kind == "relu":
-            layers.append(QActivation("a", "relu", fmt))
-        elif kind == "clip":
-            low = draw(st.integers(fmt.min_int, 0))
-            layers.append(QActivation("a", "clip", fmt, low=low, high=draw(st.integers(low, fmt.max_int))))
-        elif kind == "leaky_relu":
-            layers.append(QActivation("a", "leaky_relu", fmt, alpha=draw(st.integers(-(2**17), 2**17))))
+        for kind in draw(st.lists(st.sampled_from(["relu", "clip", "leaky_relu"]), max_size=2)):
+            if kind == "relu":
+                layers.append(QActivation("a", "relu", fmt))
+            elif kind == "clip":  # any bounds, also low > high (the result is then ``high``)
+                low = draw(st.none() | st.integers(fmt.min_int, fmt.max_int))
+                high = draw(st.none() | st.integers(fmt.min_int, fmt.max_int))
+                layers.append(QActivation("a", "clip", fmt, low=low, high=high))
+            else:
+                layers.append(QActivation("a", "leaky_relu", fmt, alpha=draw(st.integers(-(2**17), 2**17))))
         n = n_out
     rows = draw(
         st.lists(
@@ -236,3 +250,37 @@ def test_emulator_tracks_the_float_layer(bits: int) -> None:
     x = r.uniform(-2, 2, size=(50, 6))
     error = np.max(np.abs(Emulator(QuantizedModel(fmt_in, (layer,))).run(x) - x @ w))
     assert error < 6 * 2 * 2.0**-fmt_w.frac + 2**-12
+
+
+def test_nan_input_is_an_error_on_both_paths() -> None:
+    from gatewright.errors import InputDataError
+
+    fast = QuantizedModel(FixedFormat(8, 4), (hand_layer(),))
+    wide_weight = FixedFormat(30, 2)
+    wide = QuantizedModel(
+        FixedFormat(40, 8),
+        (
+            QDense(
+                "w",
+                np.array([[wide_weight.max_int]]),
+                np.array([0]),
+                FixedFormat(40, 8),
+                wide_weight,
+                FixedFormat(8, 0),
+                FixedFormat(64, 4),
+                FixedFormat(64, 4),
+            ),
+        ),
+    )
+    assert Emulator(wide)._plan is None  # this one runs on the exact path
+    for model, width in ((fast, 2), (wide, 1)):
+        x = np.zeros((3, width))
+        x[1, 0] = np.nan
+        with pytest.raises(InputDataError, match="input sample 1 contains NaN"):
+            Emulator(model).run(x)
+
+
+def test_float16_outputs_are_scaled_before_the_narrowing() -> None:
+    model = QuantizedModel(FixedFormat(24, 4), (QActivation("r", "relu", FixedFormat(24, 4)),))
+    x = np.array([[3.25, 7.5]])
+    assert Emulator(model).run(x, dtype=np.float16).tolist() == [[3.25, 7.5]]

@@ -76,3 +76,22 @@ def test_unknown_layer_names_are_listed() -> None:
     config = PrecisionConfig.build(bits=["fc9.weight=4"])
     with pytest.raises(PrecisionError, match=r"unknown layer\(s\) fc9; the model's linear layers are: fc1, fc2"):
         config.check_layers(["fc1", "fc2"])
+
+
+def test_value_formats_wider_than_float64_can_hold_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PrecisionError, match="bias of 64 bits is too wide"):
+        PrecisionConfig.build(bits=["bias=64"])
+    with pytest.raises(PrecisionError, match="activation of 64 bits is too wide"):
+        PrecisionConfig.build(bits=["activation=fixed<64,20>"])
+    assert PrecisionConfig.build(bits=["accumulator=64"]).spec("accumulator") == PrecisionSpec(64)
+
+
+def test_precision_files_of_the_wrong_shape_or_encoding(tmp_path: Path) -> None:
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("defaults: [1, 2]\n")
+    with pytest.raises(PrecisionError, match="'defaults' must map quantities"):
+        PrecisionConfig.build(listed)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(PrecisionError, match="not a text file"):
+        PrecisionConfig.build(binary)

@@ -124,8 +124,11 @@ def writing(out: str | Path) -> Iterator[Path]:
     target = Path(out)
     if target.exists() and not (target.is_dir() and (Bundle.is_bundle(target) or not any(target.iterdir()))):
         raise BundleError(f"{target}: exists and is not a firmware bundle; choose another --out or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise BundleError(f"{target}: cannot create the bundle there ({exc.strerror}); choose another --out") from None
     try:
         yield staging
         if target.exists():

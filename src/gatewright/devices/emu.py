@@ -10,6 +10,7 @@ import numpy as np
 
 from gatewright.build.bundle import Bundle
 from gatewright.devices.base import Device, DeviceInfo, Model
+from gatewright.errors import BundleError
 from gatewright.model.ir import TensorSpec
 from gatewright.model.runtime import OnnxRunner
 from gatewright.quant.emulator import Emulator
@@ -45,15 +46,20 @@ class EmulatedModel(Model):
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> EmulatedModel:
-        return cls(
-            bundle.name,
-            bundle.inputs,
-            bundle.outputs,
-            bundle.split,
-            bundle.quantized,
-            bundle.host_model(),
-            bundle.fixed_batch,
-        )
+        try:
+            return cls(
+                bundle.name,
+                bundle.inputs,
+                bundle.outputs,
+                bundle.split,
+                bundle.quantized,
+                bundle.host_model(),
+                bundle.fixed_batch,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                f"{bundle.path}: the bundle is damaged ({type(exc).__name__}: {exc}); rebuild it"
+            ) from None
 
     def hardware_output(self, x: np.ndarray) -> np.ndarray:
         """The hardware part's output tensor, dequantized to the dtype and layout the model declares."""

@@ -35,7 +35,7 @@ HARDWARE_OPS = (
     "Flatten",
     "Reshape (batch axis kept)",
     "Transpose (2-D)",
-    "Cast (float to float)",
+    "Cast (to float32 or float64)",
     "Add/Sub/Mul/Div by a per-feature constant",
     "Scaler (ai.onnx.ml)",
 )
@@ -147,12 +147,14 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
             break
         taken.append(users[0])
         current = node.output[0]
-        if chain.settled:
+        if chain.settled and chain.rank == 2:  # the hardware part ends on a (batch, features) tensor
             committed = (len(taken), current, len(chain.layers), chain.batch_axis)
 
     n_taken, boundary, n_layers, batch_axis = committed
-    if len(taken) > n_taken:  # a scaling that no linear layer followed: leave it to the host
-        stop_position, stop_reason = taken[n_taken], "no linear layer follows it to fold it into"
+    if len(taken) > n_taken:  # a scaling no linear layer absorbed, or a reshape to more axes: to the host
+        stop_position, stop_reason = taken[n_taken], "the hardware part must end on a (batch, features) tensor"
+        if not chain.settled:
+            stop_reason = "no linear layer follows it to fold it into"
     hw_positions = set(taken[:n_taken])
     layers = tuple(chain.layers[:n_layers])
     host_positions = [
@@ -226,8 +228,8 @@ def _take(
             raise _Reject("Dropout in training mode changes values")
         return
     if op == "Cast":
-        if attrs.get("to") not in _FLOAT_TYPES:
-            raise _Reject("only a Cast between float types keeps the values the hardware computes")
+        if attrs.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+            raise _Reject("only a Cast to float32 or float64 keeps the values the hardware computes")
         return
     if op == "Flatten":
         axis = int(attrs.get("axis", 1))
@@ -240,9 +242,10 @@ def _take(
         return
     if op == "Transpose":
         perm = list(attrs.get("perm", [1, 0]))
-        if chain.rank != 2 or perm != [1, 0]:
-            raise _Reject("only the 2-D transpose (perm [1, 0]) is supported")
-        chain.batch_axis = 1 - chain.batch_axis
+        if chain.rank != 2 or perm not in ([1, 0], [0, 1]):
+            raise _Reject("only a 2-D transpose is supported")
+        if perm == [1, 0]:
+            chain.batch_axis = 1 - chain.batch_axis
         return
     if op in ("Relu", "LeakyRelu", "Clip"):
         if not chain.settled:

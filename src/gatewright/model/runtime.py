@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gatewright.errors import InputDataError
+from gatewright.errors import InputDataError, ModelLoadError
 from gatewright.model.ir import TensorSpec
 
 
@@ -19,7 +19,10 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own classes, not exported as a hierarchy
+            raise ModelLoadError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.fixed_batch = fixed_batch
 
@@ -79,6 +82,8 @@ def check_inputs(specs: tuple[TensorSpec, ...], feeds: Mapping[str, Any], where:
                     f"{prefix}input '{spec.name}' has shape {list(array.shape)}; the model expects {_show(shape)} "
                     f"(axis {axis} must be {dim})"
                 )
+        if array.ndim and array.shape[0] == 0:
+            raise InputDataError(f"{prefix}input '{spec.name}' holds no samples; give at least one")
         checked[spec.name] = _cast(array, spec, prefix)
         if array.ndim:
             batch_sizes.add(array.shape[0])

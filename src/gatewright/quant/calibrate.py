@@ -122,6 +122,13 @@ def _dense(layer: Dense, fmt_in: FixedFormat, config: PrecisionConfig, out_range
             f"{acc_spec.bits - acc_spec.int_bits} fraction bits, but input and weight formats fix it at "
             f"{acc_frac}; give only its width, e.g. accumulator={full_bits}"
         )
+    if full_bits > 64 and acc_spec.bits is None:
+        raise PrecisionError(
+            f"{name}: its accumulator would need {full_bits} bits (more than 64): the weights ({weight_fmt}) and the "
+            f"bias ({bias_fmt}) sit at very different scales. Give the weights more integer bits "
+            f"(e.g. --bits {name}.weight=fixed<{weight_fmt.bits},{weight_fmt.int_bits + full_bits - 64}>) "
+            "or set a narrower accumulator that saturates (--bits accumulator=64)"
+        )
     acc_bits = acc_spec.bits or full_bits
     accumulator = FixedFormat(acc_bits, acc_bits - acc_frac)
     output = _data_format(config.spec("activation", name), out_range, f"{name}.activation")

@@ -110,11 +110,16 @@ class Emulator:
 
         A NaN input is an error (it has no fixed-point value); it reaches every output of its row.
         """
-        raw = self.run_raw(self.quantize_input(x))
-        if np.isnan(raw).any():
-            row = int(np.argwhere(np.isnan(raw))[0][0])
-            raise InputDataError(f"input sample {row} contains NaN: fixed-point data must be finite numbers")
-        return np.multiply(raw, math.ldexp(1.0, -self.output_format.frac), dtype=dtype)
+        quantized = self.quantize_input(x)
+        if self._plan is None:  # the exact path casts to integers: look for NaN before that
+            _reject_nan(quantized)
+        raw = self.run_raw(quantized)
+        if self._plan is not None:  # NaN reaches the (smaller) output of the fast path
+            _reject_nan(raw)
+        scale = math.ldexp(1.0, -self.output_format.frac)
+        if dtype in (np.float32, np.float64):
+            return np.multiply(raw, scale, dtype=dtype)  # exact scaling, then one rounding to ``dtype``
+        return np.multiply(raw, scale, dtype=np.float64).astype(dtype)  # narrower floats: scale first
 
     def trace(self, x: np.ndarray) -> Trace:
         """The reference semantics, step by step, with saturation counts (for the report and tests)."""
@@ -128,6 +133,12 @@ class Emulator:
             value = _exact_layer(layer, value, trace)
             trace.values.append(value)
         return trace
+
+
+def _reject_nan(values: np.ndarray) -> None:
+    if np.isnan(values).any():
+        row = int(np.argwhere(np.isnan(values))[0][0])
+        raise InputDataError(f"input sample {row} contains NaN: fixed-point data must be finite numbers")
 
 
 def _compile(model: QuantizedModel) -> list[_FastDense | _FastLeaky | _FastClamp] | None:
@@ -157,16 +168,16 @@ def _bounds(layer: QActivation) -> tuple[float, float]:
     if layer.kind == "relu":
         low = max(low, 0.0)
     elif layer.kind == "clip":
-        low = low if layer.low is None else max(low, float(layer.low))
-        high = high if layer.high is None else min(high, float(layer.high))
-    return low, high
+        low = low if layer.low is None else float(layer.low)
+        high = high if layer.high is None else float(layer.high)
+    return min(low, high), high  # min(max(y, low), high) is the constant ``high`` when low > high
 
 
 def _narrow(step: _FastDense | _FastClamp, activation: QActivation) -> _FastDense | _FastClamp:
-    """Fuse ReLU / Clip into the clamp of the step before it."""
+    """Fuse ReLU / Clip into the clamp of the step before it: clamping [a, b] then [c, d] is
+    clamping to [clamp(a, c, d), clamp(b, c, d)], also when the two intervals do not overlap."""
     low, high = _bounds(activation)
-    low, high = max(step.low, low), min(step.high, high)
-    return dataclasses.replace(step, low=low, high=max(low, high))
+    return dataclasses.replace(step, low=min(max(step.low, low), high), high=min(max(step.high, low), high))
 
 
 def _fast_dense(layer: QDense) -> _FastDense | None:

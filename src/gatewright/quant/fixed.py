@@ -80,6 +80,8 @@ class FixedFormat:
 
     def quantize(self, values: np.ndarray | float) -> np.ndarray:
         """Real values to raw integers (int64) by RND then SAT. NaN is an error: it has no fixed-point value."""
+        if self.bits > 53:
+            raise PrecisionError(f"{self} is too wide to take real values exactly (at most 53 bits)")
         array = np.asarray(values, dtype=np.float64)
         if np.isnan(array).any():
             raise InputDataError("input contains NaN: fixed-point data must be finite numbers")
@@ -139,7 +141,8 @@ def int_bits_for_range(low: float, high: float, bits: int) -> int:
         if not math.isfinite(magnitude):
             raise PrecisionError("cannot pick a fixed-point format for a range that is not finite")
         return 1
-    int_bits = math.frexp(magnitude)[1] - 1  # start low, then widen until nothing saturates
+    # start low, then widen until nothing saturates; below 2^-900 every value rounds to 0 anyway
+    int_bits = max(math.frexp(magnitude)[1] - 1, bits - 900)
     while True:
         fmt = FixedFormat(bits, int_bits)
         q = fmt.quantize(np.array([low, high]))

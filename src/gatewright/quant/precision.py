@@ -35,6 +35,9 @@ from gatewright.quant.fixed import FixedFormat
 KINDS = ("input", "weight", "bias", "accumulator", "activation")
 LAYER_KINDS = ("weight", "bias", "accumulator", "activation")
 
+#: widest format for values converted from real numbers (float64 holds 53 significant bits)
+MAX_VALUE_BITS = 52
+
 #: integer bits for the input and activations when no calibration data is given (hls4ml's ap_fixed<16,6>)
 UNCALIBRATED_INT_BITS = 6
 
@@ -110,6 +113,11 @@ class PrecisionConfig:
                 + (" (per layer)" if layer else "")
             )
         spec = PrecisionSpec.parse(value, f"{where}: {key}")
+        if kind != "accumulator" and spec.bits is not None and spec.bits > MAX_VALUE_BITS:
+            raise PrecisionError(
+                f"{where}: {key} of {spec.bits} bits is too wide: real values convert exactly into at most "
+                f"{MAX_VALUE_BITS} bits (accumulators may use up to 64)"
+            )
         if layer:
             self.layers.setdefault(layer, {})[kind] = spec
         else:
@@ -145,9 +153,11 @@ class PrecisionConfig:
 
     def apply_file(self, path: Path) -> None:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PrecisionError(f"{path}: cannot read the precision file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise PrecisionError(f"{path}: not a text file; write the precision file as UTF-8 YAML or JSON") from None
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -156,7 +166,10 @@ class PrecisionConfig:
             return
         if not isinstance(data, dict) or set(data) - {"defaults", "layers"}:
             raise PrecisionError(f"{path}: the top level must be a mapping with 'defaults' and/or 'layers'")
-        for key, value in (data.get("defaults") or {}).items():
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise PrecisionError(f"{path}: 'defaults' must map quantities (weight, activation, ...) to precisions")
+        for key, value in defaults.items():
             self.set(str(key), value, f"{path}: defaults")
         layers = data.get("layers") or {}
         if not isinstance(layers, dict):

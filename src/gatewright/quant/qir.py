@@ -169,5 +169,5 @@ class QuantizedModel:
     def load(cls, path: Path) -> QuantizedModel:
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             raise BundleError(f"{path}: cannot read the quantized model ({exc}); rebuild the bundle") from None
