@@ -11,7 +11,11 @@ from gatewright.model.ir import HardwarePart, HostPart
 
 
 def extract_host(
-    inferred: onnx.ModelProto, positions: list[int], hardware: HardwarePart, constants: set[str]
+    inferred: onnx.ModelProto,
+    positions: list[int],
+    constant_positions: list[int],
+    hardware: HardwarePart,
+    constants: set[str],
 ) -> HostPart:
     """The host subgraph: every node after the hardware part, fed by the boundary tensor."""
     graph = inferred.graph
@@ -20,7 +24,12 @@ def extract_host(
         return HostPart(None, (), (), ())
     nodes = [graph.node[p] for p in positions]
     needed = {name for n in nodes for name in _all_inputs(n)}
-    const_nodes = [n for n in graph.node if n.op_type == "Constant" and set(n.output) & needed and n not in nodes]
+    const_nodes: list[onnx.NodeProto] = []
+    for position in reversed(constant_positions):  # last first: an Identity may need an earlier constant
+        node = graph.node[position]
+        if set(node.output) & needed:
+            const_nodes.insert(0, node)
+            needed |= set(node.input)
     batch = "batch"
     dims: list[int | str] = [batch, hardware.n_out]
     if hardware.output_transposed:

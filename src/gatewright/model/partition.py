@@ -101,7 +101,7 @@ class _Chain:
 def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, HostPart, tuple[Node, ...], int | None]:
     """Walk the chain, then extract the host subgraph. Raises ``UnsupportedModelError`` with a fix."""
     graph = inferred.graph
-    constants = _constants(graph)
+    constants, constant_positions = _constants(graph)
     value_types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
     graph_inputs = [i for i in graph.input if i.name not in constants]
     output_names = [o.name for o in graph.output]
@@ -157,9 +157,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
             stop_reason = "no linear layer follows it to fold it into"
     hw_positions = set(taken[:n_taken])
     layers = tuple(chain.layers[:n_layers])
-    host_positions = [
-        p for p in range(len(graph.node)) if p not in hw_positions and graph.node[p].op_type != "Constant"
-    ]
+    host_positions = [p for p in range(len(graph.node)) if p not in hw_positions | constant_positions]
 
     blocking = [p for p in host_positions if graph.node[p].op_type in LAYER_OPS]
     if blocking or not any(isinstance(layer, Dense) for layer in layers):
@@ -177,8 +175,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
         layers=layers,
         nodes=tuple(graph.node[p].name or f"#{p}" for p in sorted(hw_positions)),
     )
-    host = extract_host(inferred, host_positions, hardware, set(constants))
-    used_by_host = {name for p in host_positions for name in graph.node[p].input}
+    host = extract_host(inferred, host_positions, sorted(constant_positions), hardware, set(constants))
     nodes = tuple(
         Node(
             position=p,
@@ -187,11 +184,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
             domain=n.domain or "ai.onnx",
             inputs=tuple(n.input),
             outputs=tuple(n.output),
-            part="hardware"
-            if p in hw_positions
-            else "constant"
-            if n.op_type == "Constant" and not (set(n.output) & used_by_host)
-            else "host",
+            part="hardware" if p in hw_positions else "constant" if p in constant_positions else "host",
         )
         for p, n in enumerate(graph.node)
     )
@@ -412,11 +405,18 @@ def _const(node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray], o
     return constants[name]
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def _constants(graph: onnx.GraphProto) -> tuple[dict[str, np.ndarray], set[int]]:
+    """Values known before any input arrives: initializers, Constant nodes, and Identity nodes of
+    those (PyTorch's exporter aliases equal initializers that way), with the positions of such nodes."""
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
+    positions: set[int] = set()
+    for position, node in enumerate(graph.node):
+        if node.op_type == "Identity" and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+            positions.add(position)
         if node.op_type != "Constant" or not node.attribute:
             continue
+        positions.add(position)
         attr = node.attribute[0]
         if attr.name == "value":
             constants[node.output[0]] = numpy_helper.to_array(attr.t)
@@ -424,7 +424,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
             constants[node.output[0]] = np.array(helper.get_attribute_value(attr))
         elif attr.name in ("value_floats", "value_ints"):
             constants[node.output[0]] = np.array(list(helper.get_attribute_value(attr)))
-    return constants
+    return constants, positions
 
 
 def _unsupported_message(
