@@ -96,6 +96,11 @@ def inspect(model: ModelArg) -> None:
             layers.add_row(layer.name, layer.describe(), "", "")
     out.print(layers)
     hw = graph.hardware
+    if hw.input_scale is not None:
+        out.print(
+            "Input transform: a per-feature scale and offset (folded from the nodes before the first layer) "
+            "is applied in float64 before quantization"
+        )
     host = ", ".join(graph.host.nodes) if graph.host.nodes else "nothing"
     out.print(
         f"Split: hardware {hw.input.name} -> {hw.output} ({hw.n_in} -> {hw.n_out}, {hw.macs:,} MACs per sample, "

@@ -110,6 +110,9 @@ def test_batchnorm_and_scaling_before_the_first_layer_fold_forward() -> None:
     graph = intake(model)
     assert len(graph.hardware.layers) == 1 and isinstance(graph.hardware.layers[0], Dense)
     assert set(graph.hardware.nodes) == {"sub", "div", "bn", "mm", "bias", "times_two"}
+    # the scaling before the first layer stays an input transform, applied before quantization
+    assert graph.hardware.input_scale is not None and graph.hardware.input_offset is not None
+    assert graph.hardware.input_scale.shape == (4,)
     assert_hardware_matches_onnxruntime(model, r.normal(size=(8, 4)).astype(np.float32))
 
 

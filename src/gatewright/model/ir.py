@@ -17,6 +17,18 @@ import numpy as np
 Dim = int | str | None
 
 
+def apply_input_affine(x: np.ndarray, scale: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray:
+    """Flatten to (batch, features) and apply ``x * scale + offset`` in float64 when there is an affine.
+
+    The one definition of the host-side input transform: the float reference and the quantizer
+    both call it, so they compute the same float64 values bit for bit.
+    """
+    value = np.asarray(x).reshape(len(x), -1)
+    if scale is None or offset is None:
+        return value
+    return value.astype(np.float64) * scale + offset
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output exactly as the ONNX model declares it.
@@ -118,7 +130,10 @@ class HardwarePart:
 
     ``input`` is the model input that feeds it (flattened to ``n_in`` features per sample),
     ``output`` the tensor where it ends. ``output_transposed`` is True when that tensor is laid out
-    (features, batch), as some Gemm forms produce.
+    (features, batch), as some Gemm forms produce. ``input_scale`` and ``input_offset`` hold a
+    per-feature affine that stood before the first layer (a StandardScaler, a normalization, a batch
+    normalization): it is applied to the float input before quantization, so that the input format
+    fits the scaled values rather than raw features of very different ranges.
     """
 
     input: TensorSpec
@@ -127,6 +142,8 @@ class HardwarePart:
     output_transposed: bool
     layers: tuple[Layer, ...]
     nodes: tuple[str, ...]
+    input_scale: np.ndarray | None = None
+    input_offset: np.ndarray | None = None
 
     @property
     def n_in(self) -> int:
@@ -150,10 +167,14 @@ class HardwarePart:
         """The float64 reference of the hardware part on (batch, n_in) inputs."""
         return self.trace(x)[-1]
 
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Inputs as (batch, n_in) float64, with the leading affine applied: what gets quantized."""
+        return apply_input_affine(np.asarray(x, dtype=np.float64), self.input_scale, self.input_offset)
+
     def trace(self, x: np.ndarray) -> list[np.ndarray]:
         """The float64 value after each layer, for calibration."""
         values = []
-        value = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        value = self.prepare(x)
         for layer in self.layers:
             value = value @ layer.weight + layer.bias if isinstance(layer, Dense) else layer.apply(value)
             values.append(value)

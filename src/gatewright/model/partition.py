@@ -92,6 +92,8 @@ class _Chain:
     open_dense: bool = False  # the last layer is a Dense that no activation has closed yet
     pending_scale: np.ndarray | None = None  # a per-feature affine waiting for the next Dense
     pending_offset: np.ndarray | None = None
+    input_scale: np.ndarray | None = None  # a leading affine, kept for the input quantizer
+    input_offset: np.ndarray | None = None
 
     @property
     def settled(self) -> bool:
@@ -173,6 +175,8 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
         output_dtype=boundary_dtype,
         output_transposed=batch_axis == 1,
         layers=layers,
+        input_scale=chain.input_scale,
+        input_offset=chain.input_offset,
         nodes=tuple(graph.node[p].name or f"#{p}" for p in sorted(hw_positions)),
     )
     host = extract_host(inferred, host_positions, sorted(constant_positions), hardware, set(constants))
@@ -335,9 +339,12 @@ def _linear(node: onnx.NodeProto, attrs: dict[str, object], chain: _Chain, const
             raise _Reject("Gemm's C operand must be a constant bias")
         bias = beta * _per_feature(constants[node.input[2]], n_out, out_batch_axis, "Gemm's C")
     weight = alpha * weight
-    if chain.pending_scale is not None and chain.pending_offset is not None:  # fold x*s+o into this layer
-        bias = bias + chain.pending_offset @ weight
-        weight = chain.pending_scale[:, None] * weight
+    if chain.pending_scale is not None and chain.pending_offset is not None:
+        if not chain.layers:  # before the first layer: the input quantizer applies it (see HardwarePart)
+            chain.input_scale, chain.input_offset = chain.pending_scale, chain.pending_offset
+        else:  # fold x*s+o into this layer
+            bias = bias + chain.pending_offset @ weight
+            weight = chain.pending_scale[:, None] * weight
         chain.pending_scale = chain.pending_offset = None
     chain.layers.append(Dense(node.name or node.output[0], weight, bias, (node.name or node.output[0],)))
     chain.feats, chain.batch_axis, chain.open_dense = n_out, out_batch_axis, True
@@ -348,8 +355,9 @@ def _elementwise_constant(node: onnx.NodeProto, chain: _Chain, constants: dict[s
     first_const = node.input[0] in constants
     if first_const == (node.input[1] in constants):
         raise _Reject(f"{op} needs exactly one constant operand to be a per-feature scaling")
-    if chain.rank != 2:
-        raise _Reject(f"{op} by a constant is supported on (batch, features) tensors")
+    constant = constants[node.input[0 if first_const else 1]]
+    if chain.rank != 2 and np.asarray(constant).size != 1:
+        raise _Reject(f"{op} by a per-feature constant is supported on (batch, features) tensors")
     value = _per_feature(constants[node.input[0 if first_const else 1]], chain.feats, chain.batch_axis, op)
     ones = np.ones(chain.feats)
     if op == "Add":

@@ -52,7 +52,7 @@ def calibrate(hardware: HardwarePart, data: np.ndarray) -> Calibration:
     values = hardware.trace(flat)
     layers = hardware.layers
     first = end_of_clamps(layers, -1)
-    input_range = _range(flat if first == -1 else values[first])
+    input_range = _range(hardware.prepare(flat) if first == -1 else values[first])
     outputs = {
         layer.name: _range(values[end_of_clamps(layers, i)])
         for i, layer in enumerate(layers)
@@ -103,7 +103,7 @@ def quantize(hardware: HardwarePart, config: PrecisionConfig, calibration: Calib
         qdense = _dense(layer, current, config, out_range)
         layers.append(qdense)
         current = qdense.output
-    return QuantizedModel(input_format, tuple(layers))
+    return QuantizedModel(input_format, tuple(layers), hardware.input_scale, hardware.input_offset)
 
 
 def _dense(layer: Dense, fmt_in: FixedFormat, config: PrecisionConfig, out_range: Range | None) -> QDense:

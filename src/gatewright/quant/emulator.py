@@ -77,7 +77,7 @@ class Emulator:
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Real inputs (batch, n_in) to raw integers in the input format (floats holding ints)."""
-        return quantize_to_float_ints(np.asarray(x).reshape(len(x), -1), self.model.input_format)
+        return quantize_to_float_ints(self.model.prepare(x), self.model.input_format)
 
     def run_raw(self, raw: np.ndarray) -> np.ndarray:
         """Raw input integers to raw output integers: float64 holding exact integers on the fast
@@ -123,7 +123,7 @@ class Emulator:
 
     def trace(self, x: np.ndarray) -> Trace:
         """The reference semantics, step by step, with saturation counts (for the report and tests)."""
-        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        flat = self.model.prepare(x).astype(np.float64)
         fmt = self.model.input_format
         scaled = np.floor(np.ldexp(flat, fmt.frac) + 0.5)
         trace = Trace(input=fmt.quantize(flat))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from gatewright.errors import BundleError
+from gatewright.model.ir import apply_input_affine
 from gatewright.quant.fixed import FixedFormat
 
 ALPHA_FRAC = 16  # fraction bits of a LeakyRelu slope
@@ -83,10 +84,20 @@ QLayer = QDense | QActivation
 
 @dataclass(frozen=True)
 class QuantizedModel:
-    """The hardware part in integers: input format, layers, and (derived) output format."""
+    """The hardware part in integers: input format, layers, and (derived) output format.
+
+    ``input_scale`` / ``input_offset``: the per-feature affine the host applies in float64 to each
+    input before RND and SAT into ``input_format`` (a folded StandardScaler or normalization).
+    """
 
     input_format: FixedFormat
     layers: tuple[QLayer, ...]
+    input_scale: np.ndarray | None = None
+    input_offset: np.ndarray | None = None
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Inputs as (batch, n_in), with the input affine applied (float64) when there is one."""
+        return apply_input_affine(x, self.input_scale, self.input_offset)
 
     @property
     def output_format(self) -> FixedFormat:
@@ -128,7 +139,14 @@ class QuantizedModel:
                         "alpha_frac": ALPHA_FRAC,
                     }
                 )
-        return {"schema": SCHEMA, "input": str(self.input_format), "output": str(self.output_format), "layers": layers}
+        return {
+            "schema": SCHEMA,
+            "input": str(self.input_format),
+            "input_scale": None if self.input_scale is None else self.input_scale.tolist(),
+            "input_offset": None if self.input_offset is None else self.input_offset.tolist(),
+            "output": str(self.output_format),
+            "layers": layers,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QuantizedModel:
@@ -160,7 +178,13 @@ class QuantizedModel:
                         item["alpha"],
                     )
                 )
-        return cls(FixedFormat.parse(data["input"]), tuple(layers))
+        scale, offset = data.get("input_scale"), data.get("input_offset")
+        return cls(
+            FixedFormat.parse(data["input"]),
+            tuple(layers),
+            None if scale is None else np.array(scale, dtype=np.float64),
+            None if offset is None else np.array(offset, dtype=np.float64),
+        )
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), separators=(",", ":")))
