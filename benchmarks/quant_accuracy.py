@@ -89,8 +89,10 @@ def main() -> None:
     for bits in WEIGHT_BITS:
         accuracy.add_column(f"w{bits}", justify="right")
     accuracy.add_column("agreement w8", justify="right")
+    accuracy.add_column("w8 a8", justify="right")
+    accuracy.add_column("agreement w8 a8", justify="right")
     speed = Table(title="Throughput, samples/s (median of alternating rounds)")
-    for column in ("model", "batch", "emu", "emu hw part only", "onnxruntime", "emu / onnxruntime"):
+    for column in ("model", "formats", "batch", "emu", "emu hw part only", "onnxruntime", "emu / onnxruntime"):
         speed.add_column(column, justify="right")
 
     for name, model, x_train, x_test, _, y_test in (digits(), synth5()):
@@ -105,18 +107,24 @@ def main() -> None:
             row.append(f"{np.mean(labels == y_test):.2%}")
         agreement = np.mean(emulated[8].infer({"X": x_test})["label"] == float_labels)
         row.append(f"{agreement:.2%}")
+        # 8-bit input and activations: narrow enough for the emulator's float32 path
+        narrow = quantize_model(graph, x_train, PrecisionConfig.build(bits=["8", "input=8", "activation=8"])).emulated()
+        narrow_labels = narrow.infer({"X": x_test})["label"]
+        row += [f"{np.mean(narrow_labels == y_test):.2%}", f"{np.mean(narrow_labels == float_labels):.2%}"]
         accuracy.add_row(*row)
 
-        model8 = emulated[8]
-        for batch in (1, 1024):
-            x = np.resize(x_test, (batch, x_test.shape[1])).astype(np.float32)
-            emu_rates, hw_rates, ort_rates = [], [], []
-            for _ in range(args.rounds):
-                emu_rates.append(samples_per_second(lambda x=x, m=model8: m.infer({"X": x}), batch))
-                hw_rates.append(samples_per_second(lambda x=x, m=model8: m.emulator.run(x), batch))
-                ort_rates.append(samples_per_second(lambda x=x, s=session: s.run(None, {"X": x}), batch))
-            emu, hw, peer = (statistics.median(r) for r in (emu_rates, hw_rates, ort_rates))
-            speed.add_row(name, str(batch), f"{emu:,.0f}", f"{hw:,.0f}", f"{peer:,.0f}", f"{emu / peer:.2f}")
+        for formats, model8 in (("w8 a16", emulated[8]), ("w8 a8", narrow)):
+            for batch in (1, 1024):
+                x = np.resize(x_test, (batch, x_test.shape[1])).astype(np.float32)
+                emu_rates, hw_rates, ort_rates = [], [], []
+                for _ in range(args.rounds):
+                    emu_rates.append(samples_per_second(lambda x=x, m=model8: m.infer({"X": x}), batch))
+                    hw_rates.append(samples_per_second(lambda x=x, m=model8: m.emulator.run(x), batch))
+                    ort_rates.append(samples_per_second(lambda x=x, s=session: s.run(None, {"X": x}), batch))
+                emu, hw, peer = (statistics.median(r) for r in (emu_rates, hw_rates, ort_rates))
+                speed.add_row(
+                    name, formats, str(batch), f"{emu:,.0f}", f"{hw:,.0f}", f"{peer:,.0f}", f"{emu / peer:.2f}"
+                )
     console.print(accuracy)
     console.print(speed)
 

@@ -284,3 +284,29 @@ def test_float16_outputs_are_scaled_before_the_narrowing() -> None:
     model = QuantizedModel(FixedFormat(24, 4), (QActivation("r", "relu", FixedFormat(24, 4)),))
     x = np.array([[3.25, 7.5]])
     assert Emulator(model).run(x, dtype=np.float16).tolist() == [[3.25, 7.5]]
+
+
+def test_narrow_formats_run_in_float32_wide_ones_in_float64() -> None:
+    """The plan's float type follows the bound: 8-bit data fits float32's 24 exact bits, 16-bit does not."""
+    r = np.random.default_rng(3)
+    for bits, dtype in ((8, np.float32), (16, np.float64)):
+        fmt, w_fmt = FixedFormat(bits, 3), FixedFormat(8, 1)
+        weight = r.integers(w_fmt.min_int, w_fmt.max_int + 1, size=(16, 4))
+        acc_bits = 40
+        layer = QDense(
+            "d",
+            weight,
+            np.zeros(4, dtype=np.int64),
+            fmt,
+            w_fmt,
+            FixedFormat(8, 0),
+            FixedFormat(acc_bits, acc_bits - fmt.frac - w_fmt.frac),
+            fmt,
+        )
+        model = QuantizedModel(fmt, (layer, QActivation("r", "relu", fmt)))
+        emulator = Emulator(model)
+        raw = r.integers(fmt.min_int, fmt.max_int + 1, size=(50, 16))
+        fast = emulator.run_raw(raw)
+        assert fast.dtype == dtype
+        expected = [reference(model, row.tolist()) for row in raw]
+        assert fast.astype(np.int64).tolist() == expected

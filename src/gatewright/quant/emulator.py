@@ -23,7 +23,6 @@ from gatewright.errors import InputDataError
 from gatewright.quant.fixed import FixedFormat, quantize_to_float_ints, saturate, shift_round
 from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel
 
-FLOAT_EXACT_LIMIT = 1 << 53
 INT64_LIMIT = 1 << 62
 
 
@@ -65,7 +64,12 @@ class Emulator:
 
     def __init__(self, model: QuantizedModel) -> None:
         self.model = model
-        self._plan = _compile(model)
+        # float32 (twice BLAS's float64 speed) where every value stays below 2^24, else float64
+        self._dtype: type[np.floating] = np.float32
+        self._plan = _compile(model, np.float32)
+        if self._plan is None:
+            self._dtype = np.float64
+            self._plan = _compile(model, np.float64)
 
     @property
     def input_format(self) -> FixedFormat:
@@ -87,7 +91,7 @@ class Emulator:
             for layer in self.model.layers:
                 value = _exact_layer(layer, value)
             return value
-        value = np.asarray(raw, dtype=np.float64)  # float64 BLAS: every partial sum stays exact
+        value = np.asarray(raw, dtype=self._dtype)  # BLAS on integers: every partial sum stays exact
         for step in self._plan:
             if isinstance(step, _FastDense):
                 value = value @ step.weight
@@ -98,7 +102,7 @@ class Emulator:
             elif isinstance(step, _FastClamp):
                 value = np.clip(value, step.low, step.high)
             else:
-                negative = np.minimum(value, 0.0) * step.alpha
+                negative = np.minimum(value, 0.0) * self._dtype(step.alpha)
                 negative += 0.5
                 np.floor(negative, out=negative)
                 np.maximum(value, 0.0, out=value)
@@ -141,17 +145,22 @@ def _reject_nan(values: np.ndarray) -> None:
         raise InputDataError(f"input sample {row} contains NaN: fixed-point data must be finite numbers")
 
 
-def _compile(model: QuantizedModel) -> list[_FastDense | _FastLeaky | _FastClamp] | None:
-    """Plan the fast path: fold shifts, offsets and clamps. None when a layer is too wide for it."""
+def _compile(model: QuantizedModel, dtype: type[np.floating]) -> list[_FastDense | _FastLeaky | _FastClamp] | None:
+    """Plan the fast path in ``dtype``: fold shifts, offsets and clamps. None when a value could
+    leave the integers that ``dtype`` holds exactly (2^24 for float32, 2^53 for float64)."""
+    limit = 1 << (np.finfo(dtype).nmant + 1)
+    widest = max([model.input_format.bits] + [layer.output.bits for layer in model.layers if isinstance(layer, QDense)])
+    if (1 << (widest - 1)) > limit // 2:  # clamp bounds must be exact too
+        return None
     plan: list[_FastDense | _FastLeaky | _FastClamp] = []
     for layer in model.layers:
         if isinstance(layer, QDense):
-            fast = _fast_dense(layer)
+            fast = _fast_dense(layer, limit, dtype)
             if fast is None:
                 return None
             plan.append(fast)
         elif layer.kind == "leaky_relu":
-            leaky = _fast_leaky(layer)
+            leaky = _fast_leaky(layer, limit)
             if leaky is None:
                 return None
             plan.append(leaky)
@@ -180,23 +189,25 @@ def _narrow(step: _FastDense | _FastClamp, activation: QActivation) -> _FastDens
     return dataclasses.replace(step, low=min(max(step.low, low), high), high=min(max(step.high, low), high))
 
 
-def _fast_dense(layer: QDense) -> _FastDense | None:
+def _fast_dense(layer: QDense, limit: int, dtype: type[np.floating]) -> _FastDense | None:
     shift = layer.accumulator.frac - layer.output.frac
     accumulated = layer.accumulator_bound()
     if accumulated > layer.accumulator.max_int:  # the sum itself may saturate: exact path
         return None
-    if accumulated + (1 << (shift - 1) if shift > 0 else 0) >= FLOAT_EXACT_LIMIT:
+    if accumulated + (1 << (shift - 1) if shift > 0 else 0) >= limit:
         return None
     bias = layer.bias.astype(np.float64) * math.ldexp(1.0, layer.accumulator.frac - layer.bias_format.frac)
-    offset = np.ldexp(bias, -shift) + (0.5 if shift > 0 else 0.0)
+    offset = np.ldexp(bias, -shift) + (0.5 if shift > 0 else 0.0)  # exact: numerators stay below ``limit``
     weight = np.ldexp(layer.weight.astype(np.float64), -shift)
-    return _FastDense(weight, offset, shift > 0, float(layer.output.min_int), float(layer.output.max_int))
+    return _FastDense(
+        weight.astype(dtype), offset.astype(dtype), shift > 0, float(layer.output.min_int), float(layer.output.max_int)
+    )
 
 
-def _fast_leaky(layer: QActivation) -> _FastLeaky | None:
+def _fast_leaky(layer: QActivation, limit: int) -> _FastLeaky | None:
     """Only a non-negative slope keeps negatives negative, which the fused clamp assumes."""
     bound = abs(layer.format.min_int) * abs(layer.alpha) + (1 << ALPHA_FRAC)
-    if layer.alpha < 0 or bound >= FLOAT_EXACT_LIMIT:
+    if layer.alpha < 0 or bound >= limit:
         return None
     return _FastLeaky(math.ldexp(float(layer.alpha), -ALPHA_FRAC), float(layer.format.min_int), 0.0)
 
