@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from gatewright.errors import UnsupportedModelError
 from gatewright.model import Activation, Dense, intake
 from tests import onnx_models as om
 
@@ -274,3 +275,55 @@ def test_cast_to_float16_is_left_to_the_host_and_identity_transpose_is_a_no_op()
     graph = intake(model)
     assert graph.hardware.output == "h" and graph.host.nodes == ("half",)
     assert "same" in graph.hardware.nodes
+
+
+def test_reshape_with_a_shape_computed_from_the_input_keeps_the_batch() -> None:
+    """PyTorch's TorchScript exporter writes x.view(x.size(0), -1) as Shape, Gather, Unsqueeze, Concat, Reshape."""
+    r = om.rng(11)
+    nodes = [
+        helper.make_node("Shape", ["input"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus_one"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["input", "target"], ["flat"], name="view"),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["output"], name="fc", transB=1),
+    ]
+    inits = {
+        "zero": np.array(0),
+        "axes": np.array([0]),
+        "minus_one": np.array([-1]),
+        "w": r.normal(size=(3, 12)),
+        "b": r.normal(size=3),
+    }
+    model = om.make_model(nodes, inits, ["N", 3, 4], "output", ["N", 3])
+    graph = intake(model)
+    parts = {n.name: n.part for n in graph.nodes}
+    assert parts == {
+        "shape": "constant",
+        "gather": "constant",
+        "unsqueeze": "constant",
+        "concat": "constant",
+        "view": "hardware",
+        "fc": "hardware",
+    }
+    assert_hardware_matches_onnxruntime(model, r.normal(size=(5, 3, 4)).astype(np.float32))
+
+
+def test_reshape_that_moves_the_batch_is_still_rejected() -> None:
+    r = om.rng(12)
+    nodes = [
+        helper.make_node("Shape", ["input"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["minus_one", "n1"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["input", "target"], ["moved"], name="view"),
+        helper.make_node("MatMul", ["moved", "w"], ["output"], name="mm"),
+    ]
+    inits = {"zero": np.array(0), "axes": np.array([0]), "minus_one": np.array([-1]), "w": r.normal(size=(4, 2))}
+    model = om.make_model(nodes, inits, ["N", 4], "output", [4, 2])
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"node 'view' \(Reshape, position 4\) cannot run on the FPGA: Reshape "
+        r"moves the batch axis",
+    ):
+        intake(model)

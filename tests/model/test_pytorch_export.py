@@ -72,3 +72,29 @@ def test_pytorch_export_maps_and_quantizes(dynamo: bool, trained_batchnorm: bool
     emulated = Emulator(quantized).run(fresh)
     assert np.mean(emulated.argmax(1) == expected[300:].argmax(1)) >= 0.95
     assert np.max(np.abs(emulated - expected[300:])) < 0.1
+
+
+class ViewNet(torch.nn.Module):  # type: ignore[name-defined,misc]
+    """The classic MNIST-style module: x.view(x.size(0), -1), two Linear layers, softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(64, 16)
+        self.fc2 = torch.nn.Linear(16, 10)
+
+    def forward(self, x: Any) -> Any:
+        x = x.view(x.size(0), -1)
+        return torch.softmax(self.fc2(torch.relu(self.fc1(x))), dim=1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
+def test_view_with_the_batch_size_from_the_input(dynamo: bool) -> None:
+    torch.manual_seed(1)
+    module = ViewNet().eval()
+    x = np.random.default_rng(1).normal(size=(50, 1, 8, 8)).astype(np.float32)
+    graph = intake(export(module, torch.from_numpy(x[:2]), dynamo))
+    assert len(graph.hardware.dense_layers) == 2 and graph.hardware.n_in == 64
+    assert [n.op_type for n in graph.nodes if n.part == "host"] == ["Softmax"]
+    with torch.no_grad():
+        logits = module.fc2(torch.relu(module.fc1(torch.from_numpy(x).view(50, -1)))).numpy()
+    np.testing.assert_allclose(graph.hardware.forward(x), logits, rtol=1e-4, atol=1e-4)

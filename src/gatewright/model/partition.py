@@ -105,6 +105,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
     graph = inferred.graph
     constants, constant_positions = _constants(graph)
     value_types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+    _fold_shape_computations(graph, value_types, constants, constant_positions)
     graph_inputs = [i for i in graph.input if i.name not in constants]
     output_names = [o.name for o in graph.output]
     consumers: dict[str, list[int]] = {}
@@ -133,7 +134,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
     current, taken, committed = first.name, [], (0, first.name, 0, 0)
     stop_position, stop_reason = None, ""
     while current not in output_names:
-        users = consumers.get(current, [])
+        users = [u for u in consumers.get(current, []) if u not in constant_positions]  # Shape reads no values
         if len(users) != 1:
             if len(users) > 1:
                 stop_position = users[0]
@@ -273,6 +274,10 @@ def _reshape(chain: _Chain, target: np.ndarray, fixed_batch: int | None) -> None
     if chain.batch_axis != 0 or not dims:
         raise _Reject("Reshape must keep the batch axis first")
     rest = dims[1:]
+    if dims[0] == BATCH:  # computed from the input's shape: x.view(x.size(0), -1)
+        dims[0] = 0
+    if BATCH in dims:
+        raise _Reject(f"Reshape moves the batch axis ({dims.index(BATCH)})")
     if dims[0] not in (0, -1) and dims[0] != fixed_batch:
         raise _Reject(f"Reshape to {dims} does not keep the batch axis")
     if rest.count(-1) > 1 or 0 in rest or any(d < -1 for d in rest):
@@ -411,6 +416,83 @@ def _const(node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray], o
     if name not in constants:
         raise _Reject(f"its input '{name}' must be a constant")
     return constants[name]
+
+
+BATCH = -(1 << 40)  # stands for the batch size in shapes computed from the graph (Shape -> Gather -> ...)
+_SHAPE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Identity"})
+
+
+def _fold_shape_computations(
+    graph: onnx.GraphProto,
+    value_types: dict[str, onnx.TypeProto],
+    constants: dict[str, np.ndarray],
+    positions: set[int],
+) -> None:
+    """Evaluate the small integer subgraphs that exporters build from ``Shape`` (PyTorch's
+    ``x.view(x.size(0), -1)``), with ``BATCH`` for the batch size, and add them to the constants."""
+    for position, node in enumerate(graph.node):
+        if node.op_type not in _SHAPE_OPS or position in positions or node.domain not in ("", "ai.onnx"):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        try:
+            value = _shape_op(node, attrs, constants, value_types)
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue
+        if value is not None:
+            constants[node.output[0]] = value
+            positions.add(position)
+
+
+def _shape_op(
+    node: onnx.NodeProto,
+    attrs: dict[str, object],
+    constants: dict[str, np.ndarray],
+    value_types: dict[str, onnx.TypeProto],
+) -> np.ndarray | None:
+    op = node.op_type
+    if op == "Shape":
+        spec = tensor_spec(node.input[0], value_types.get(node.input[0]))
+        if spec.shape is None or not spec.shape or not all(isinstance(d, int) for d in spec.shape[1:]):
+            return None
+        head = spec.shape[0] if isinstance(spec.shape[0], int) else BATCH
+        dims = np.array([head, *spec.shape[1:]], dtype=np.int64)
+        start, end = attrs.get("start"), attrs.get("end")
+        return dims[None if start is None else int(start) : None if end is None else int(end)]  # type: ignore[call-overload]
+    if not all(name in constants for name in node.input if name):
+        return None
+    inputs = [np.asarray(constants[name]) if name else None for name in node.input]
+    first = inputs[0]
+    if first is None or first.dtype.kind not in "iu":
+        return None
+    axis = int(attrs.get("axis", 0))  # type: ignore[call-overload]
+
+    def ints(index: int, default: object = None) -> list[int] | None:
+        value = inputs[index] if index < len(inputs) else None
+        if value is None:
+            return None if default is None else [int(a) for a in np.ravel(np.asarray(default))]
+        return [int(a) for a in value.ravel()]
+
+    if op in ("Identity", "Cast"):
+        return first.astype(np.int64)
+    if op == "Gather":
+        indices = inputs[1]
+        return None if indices is None else np.take(first, indices, axis=axis)
+    if op == "Squeeze":
+        axes = ints(1, attrs.get("axes"))
+        return np.squeeze(first, axis=None if axes is None else tuple(axes))
+    if op == "Unsqueeze":
+        result = first
+        for position in sorted(ints(1, attrs.get("axes")) or []):
+            result = np.expand_dims(result, position)
+        return result
+    if op == "Concat":
+        parts = [np.atleast_1d(value) for value in inputs if value is not None]
+        return np.concatenate(parts, axis=axis)
+    if op == "Slice" and first.ndim == 1:
+        starts, ends, steps = ints(1), ints(2), ints(4, [1])
+        if starts and ends and steps:
+            return first[starts[0] : ends[0] : steps[0]]
+    return None
 
 
 def _constants(graph: onnx.GraphProto) -> tuple[dict[str, np.ndarray], set[int]]:
