@@ -224,3 +224,41 @@ def test_unwritable_outputs_and_odd_inputs_exit_2(tmp_path: Path) -> None:
         result = run(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_a_model_without_a_hardware_part_is_shown_explained_and_still_runs_on_cpu(tmp_path: Path) -> None:
+    """scikit-learn's LogisticRegression exports as LinearClassifier (ai.onnx.ml): no FPGA mapping."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    model = tmp_path / "logreg.onnx"
+    model.write_bytes(to_onnx(LogisticRegression(max_iter=500).fit(x, y), x[:1]).SerializeToString())
+    result = run("inspect", model)
+    assert result.returncode == 2
+    assert "LinearClassifier" in result.stdout and "ZipMap" in result.stdout  # the node table
+    assert (
+        "node 'LinearClassifier' (LinearClassifier, position 0) cannot run on the FPGA: LinearClassifier has no "
+        "hardware mapping" in result.stderr
+    )
+    np.save(tmp_path / "x.npy", x)
+    result = run("predict", model, "--device", "cpu", "--input", tmp_path / "x.npy", "--output", tmp_path / "o.npz")
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "o.npz") as data:
+        assert np.mean(data["output_label"] == y) > 0.9
+
+
+def test_precision_file_end_to_end(tmp_path: Path, digits) -> None:
+    model, calib, _ = digits
+    precision = tmp_path / "p.yaml"
+    precision.write_text("defaults:\n  weight: 6\nlayers:\n  MatMul1:\n    weight: fixed<10,2>\n    activation: 12\n")
+    result = run("build", model, "--calibration", calib, "--precision", precision, "--out", tmp_path / "b")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    formats = json.loads((tmp_path / "b" / "manifest.json").read_text())["quantization"]["formats"]
+    assert formats["MatMul.weight"].startswith("fixed<6,")
+    assert formats["MatMul1.weight"] == "fixed<10,2>"
+    assert formats["MatMul1.activation"].startswith("fixed<12,")

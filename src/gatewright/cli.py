@@ -22,8 +22,8 @@ from rich.table import Table
 
 from gatewright import __version__, devices
 from gatewright.build.pipeline import STEPS, build
-from gatewright.errors import GatewrightError, InputDataError
-from gatewright.model import Dense, ModelGraph, intake
+from gatewright.errors import GatewrightError, InputDataError, UnsupportedModelError
+from gatewright.model import Dense, LoadedModel, ModelGraph, intake, load_model
 from gatewright.quant import PrecisionConfig
 from gatewright.quant.report import QuantReport, as_array
 from gatewright.targets import TARGETS
@@ -77,7 +77,11 @@ def user_errors(command: Callable[P, None]) -> Callable[P, None]:
 @user_errors
 def inspect(model: ModelArg) -> None:
     """Show the model's layers, shapes, MACs and the hardware / host split."""
-    graph = intake(model)
+    try:
+        graph = intake(model)
+    except UnsupportedModelError:
+        _print_nodes_only(load_model(model))  # show the graph, then the reason it has no hardware split
+        raise
     _print_io(graph)
     nodes = Table(title="Nodes", title_justify="left")
     for column in ("#", "node", "op", "part", "output"):
@@ -229,6 +233,16 @@ def print_report(report: QuantReport) -> None:
             for key, value in figures.items()
         )
         out.print(f"output {name}: {text}")
+
+
+def _print_nodes_only(loaded: LoadedModel) -> None:
+    """The node list of a model that does not split (the error that follows says why)."""
+    table = Table(title=f"{loaded.name}: nodes", title_justify="left")
+    for column in ("#", "node", "op", "output"):
+        table.add_column(column)
+    for position, node in enumerate(loaded.proto.graph.node):
+        table.add_row(str(position), node.name or f"#{position}", node.op_type, ", ".join(node.output))
+    out.print(table)
 
 
 def _print_io(graph: ModelGraph) -> None:

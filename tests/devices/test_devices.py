@@ -93,3 +93,30 @@ def test_closed_device_and_missing_source(tmp_path: Path) -> None:
     device.close()
     with pytest.raises(DeviceError, match="is closed"):
         device.load(tmp_path)
+
+
+def test_binary_classifier_with_a_sigmoid_host_part(tmp_path: Path) -> None:
+    """A two-class MLP ends in one logit; the host part turns it into two probabilities and a label."""
+    import warnings
+
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0))
+        pipe.fit(x[:400], y[:400])
+    (tmp_path / "bc.onnx").write_bytes(to_onnx(pipe, x[:1], options={"zipmap": False}).SerializeToString())
+    np.save(tmp_path / "calib.npy", x[:400])
+    build(tmp_path / "bc.onnx", tmp_path / "bundle", calibration=tmp_path / "calib.npy")
+    with devices.open("emu") as emu, devices.open("cpu") as cpu:
+        got = emu.load(tmp_path / "bundle").infer({"X": x[400:]})
+        want = cpu.load(tmp_path / "bundle").infer({"X": x[400:]})
+    assert got["probabilities"].shape == (len(x) - 400, 2)
+    assert np.mean(got["label"] == want["label"]) >= 0.99
+    assert np.median(np.abs(got["probabilities"] - want["probabilities"])) < 0.01

@@ -77,6 +77,32 @@ LAYER_OPS = frozenset(
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
+_MAPPED_OPS = frozenset(
+    {
+        ("ai.onnx", op)
+        for op in (
+            "Identity",
+            "Dropout",
+            "Cast",
+            "Flatten",
+            "Reshape",
+            "Transpose",
+            "Relu",
+            "LeakyRelu",
+            "Clip",
+            "Gemm",
+            "MatMul",
+            "BatchNormalization",
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+        )
+    }
+    | {("ai.onnx.ml", "Scaler")}
+)
+
+
 class _Reject(Exception):
     """A node the hardware chain cannot take; the message says why (used in the error text)."""
 
@@ -143,6 +169,8 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
             break
         node = graph.node[users[0]]
         try:
+            if (node.domain or "ai.onnx", node.op_type) not in _MAPPED_OPS:
+                raise _Reject(f"{node.op_type} has no hardware mapping")
             _check_single_output(node, consumers, output_names)
             _take(node, chain, constants, fixed_batch, value_types)
         except _Reject as exc:
