@@ -4,8 +4,9 @@ Two implementations of the same semantics (``gatewright.quant.qir`` states them)
 
 * ``trace`` follows the definition step by step on int64 (or Python integers when a layer could
   exceed 63 bits) and counts saturations. It is the reference and feeds the quantization report.
-* ``run`` is the fast path. Integers ride in float64 and the matrix products go to BLAS wherever a
-  bound proves that every partial sum stays an integer below 2**53, so no rounding can occur.
+* ``run`` is the fast path. Integers ride in floats and the matrix products go to BLAS: float32
+  where a bound proves that every partial sum stays an integer below 2**24, else float64 where it
+  stays below 2**53, so no rounding can occur.
   Scaling by a power of two is exact in floating point, so the requantization shift is folded into
   the weights, the rounding offset into the bias, and the clamps of following ReLU / Clip layers
   into the saturation bounds. A model with a layer the bound does not cover runs on the exact path.
@@ -39,7 +40,7 @@ class Trace:
 
 @dataclass(frozen=True)
 class _FastDense:
-    weight: np.ndarray  # float64, already scaled by 2**-shift
+    weight: np.ndarray  # the plan's float type, already scaled by 2**-shift
     offset: np.ndarray  # scaled bias plus the rounding half
     rounds: bool  # floor is needed (the shift is to the right)
     low: float
@@ -55,8 +56,7 @@ class _FastClamp:
 @dataclass(frozen=True)
 class _FastLeaky:
     alpha: float  # alpha_raw * 2**-ALPHA_FRAC: exact power-of-two scaled integer
-    low: float
-    high: float
+    low: float  # the format's minimum: a negative times a slope in [0, 1] or above saturates there
 
 
 class Emulator:
@@ -84,7 +84,7 @@ class Emulator:
         return quantize_to_float_ints(self.model.prepare(x), self.model.input_format)
 
     def run_raw(self, raw: np.ndarray) -> np.ndarray:
-        """Raw input integers to raw output integers: float64 holding exact integers on the fast
+        """Raw input integers to raw output integers: floats holding exact integers on the fast
         path, int64 when a layer is too wide for float64 (then every layer runs exactly)."""
         if self._plan is None:
             value = np.asarray(raw).astype(np.int64)
@@ -209,7 +209,7 @@ def _fast_leaky(layer: QActivation, limit: int) -> _FastLeaky | None:
     bound = abs(layer.format.min_int) * abs(layer.alpha) + (1 << ALPHA_FRAC)
     if layer.alpha < 0 or bound >= limit:
         return None
-    return _FastLeaky(math.ldexp(float(layer.alpha), -ALPHA_FRAC), float(layer.format.min_int), 0.0)
+    return _FastLeaky(math.ldexp(float(layer.alpha), -ALPHA_FRAC), float(layer.format.min_int))
 
 
 def _exact_layer(layer: QLayer, value: np.ndarray, trace: Trace | None = None) -> np.ndarray:
