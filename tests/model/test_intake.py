@@ -327,3 +327,47 @@ def test_reshape_that_moves_the_batch_is_still_rejected() -> None:
         r"moves the batch axis",
     ):
         intake(model)
+
+
+def test_the_batch_size_as_a_number_is_not_folded_as_a_constant() -> None:
+    """fc(x / x.size(0)) divides by the batch size: that is no per-feature constant."""
+    r = om.rng(13)
+    nodes = [
+        helper.make_node("Shape", ["input"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Cast", ["n"], ["nf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Div", ["input", "nf"], ["scaled"], name="div"),
+        helper.make_node("Gemm", ["scaled", "w", "b"], ["output"], name="fc", transB=1),
+    ]
+    model = om.make_model(
+        nodes, {"zero": np.array(0), "w": r.normal(size=(3, 4)), "b": r.normal(size=3)}, ["N", 4], "output", ["N", 3]
+    )
+    with pytest.raises(UnsupportedModelError, match="cannot run on the FPGA"):
+        intake(model)
+
+
+def test_a_shape_of_a_host_tensor_stays_in_graph_order() -> None:
+    """softmax(fc(x)).view(n, 2, 3): the Shape reads the host's Softmax, so it must run after it."""
+    r = om.rng(14)
+    nodes = [
+        helper.make_node("Gemm", ["input", "w", "b"], ["h"], name="fc", transB=1),
+        helper.make_node("Softmax", ["h"], ["p"], name="softmax", axis=1),
+        helper.make_node("Shape", ["p"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["n1", "rest"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["p", "target"], ["output"], name="view"),
+    ]
+    inits = {
+        "w": r.normal(size=(6, 4)),
+        "b": r.normal(size=6),
+        "zero": np.array(0),
+        "axes": np.array([0]),
+        "rest": np.array([2, 3]),
+    }
+    model = om.make_model(nodes, inits, ["N", 4], "output", ["N", 2, 3])
+    graph = intake(model)
+    assert graph.hardware.output == "h"
+    x = r.normal(size=(5, 4)).astype(np.float32)
+    host = om.run_ort(graph.host.model, {"h": graph.hardware.forward(x).astype(np.float32)})["output"]
+    np.testing.assert_allclose(host, om.run_ort(model, {"input": x})["output"], rtol=1e-5, atol=1e-6)

@@ -310,3 +310,25 @@ def test_narrow_formats_run_in_float32_wide_ones_in_float64() -> None:
         assert fast.dtype == dtype
         expected = [reference(model, row.tolist()) for row in raw]
         assert fast.astype(np.int64).tolist() == expected
+
+
+def test_extreme_scales_stay_exact() -> None:
+    """A large left shift into the output format, and scales beyond float32's exponent range."""
+    fmt_in, fmt_w = FixedFormat(16, 6), FixedFormat(8, 1)
+    layer = QDense(
+        "d",
+        np.array([[127], [-127]]),
+        np.array([0]),
+        fmt_in,
+        fmt_w,
+        FixedFormat(8, 0),
+        FixedFormat(32, 32 - fmt_in.frac - fmt_w.frac),
+        FixedFormat(16, -103),
+    )
+    model = QuantizedModel(fmt_in, (layer,))
+    raw = np.array([[1, 1], [3, -2], [0, 0]])
+    expected = [reference(model, row.tolist()) for row in raw]
+    assert np.asarray(Emulator(model).run_raw(raw)).astype(np.int64).tolist() == expected
+    tiny = QuantizedModel(FixedFormat(16, -139), (QActivation("r", "relu", FixedFormat(16, -139)),))
+    value = Emulator(tiny).run(np.array([[32767 * 2.0**-155]]), dtype=np.float32)
+    assert value[0, 0] == np.float32(32767 * 2.0**-155) and value[0, 0] > 0

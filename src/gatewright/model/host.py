@@ -24,12 +24,13 @@ def extract_host(
         return HostPart(None, (), (), ())
     nodes = [graph.node[p] for p in positions]
     needed = {name for n in nodes for name in _all_inputs(n)}
-    const_nodes: list[onnx.NodeProto] = []
-    for position in reversed(constant_positions):  # last first: an Identity may need an earlier constant
+    taken = set(positions)
+    for position in reversed(constant_positions):  # last first: a constant node may need an earlier one
         node = graph.node[position]
         if set(node.output) & needed:
-            const_nodes.insert(0, node)
+            taken.add(position)
             needed |= set(node.input)
+    ordered = [graph.node[p] for p in sorted(taken)]  # graph order: a Shape may read a host tensor
     batch = "batch"
     dims: list[int | str] = [batch, hardware.n_out]
     if hardware.output_transposed:
@@ -38,9 +39,7 @@ def extract_host(
     inputs = [helper.make_tensor_value_info(hardware.output, elem, dims)] if hardware.output in needed else []
     inputs += [i for i in graph.input if i.name in needed and i.name not in constants]
     initializers = [init for init in graph.initializer if init.name in needed]
-    host_graph = helper.make_graph(
-        [*const_nodes, *nodes], f"{graph.name or 'model'}_host", inputs, host_outputs, initializers
-    )
+    host_graph = helper.make_graph(ordered, f"{graph.name or 'model'}_host", inputs, host_outputs, initializers)
     model = helper.make_model(
         host_graph,
         opset_imports=list(inferred.opset_import),

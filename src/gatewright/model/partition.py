@@ -131,7 +131,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
     graph = inferred.graph
     constants, constant_positions = _constants(graph)
     value_types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
-    _fold_shape_computations(graph, value_types, constants, constant_positions)
+    shapes = _fold_shape_computations(graph, value_types, constants, constant_positions)
     graph_inputs = [i for i in graph.input if i.name not in constants]
     output_names = [o.name for o in graph.output]
     consumers: dict[str, list[int]] = {}
@@ -172,7 +172,7 @@ def partition(inferred: onnx.ModelProto, label: str) -> tuple[HardwarePart, Host
             if (node.domain or "ai.onnx", node.op_type) not in _MAPPED_OPS:
                 raise _Reject(f"{node.op_type} has no hardware mapping")
             _check_single_output(node, consumers, output_names)
-            _take(node, chain, constants, fixed_batch, value_types)
+            _take(node, chain, constants, fixed_batch, shapes)
         except _Reject as exc:
             stop_position, stop_reason = users[0], str(exc)
             break
@@ -235,9 +235,12 @@ def _take(
     chain: _Chain,
     constants: dict[str, np.ndarray],
     fixed_batch: int | None,
-    value_types: dict[str, onnx.TypeProto],
+    shapes: dict[str, np.ndarray],
 ) -> None:
-    """Fold ``node`` into the chain, or raise ``_Reject`` saying why it cannot run on hardware."""
+    """Fold ``node`` into the chain, or raise ``_Reject`` saying why it cannot run on hardware.
+
+    ``shapes`` holds values computed from ``Shape`` nodes (with ``BATCH``): only a Reshape may use them.
+    """
     op = node.op_type
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if node.domain == "ai.onnx.ml" and op == "Scaler":  # scikit-learn's StandardScaler: (x - offset) * scale
@@ -264,7 +267,7 @@ def _take(
         chain.rank = 2
         return
     if op == "Reshape":
-        _reshape(chain, _const(node, 1, constants), fixed_batch)
+        _reshape(chain, _const(node, 1, {**constants, **shapes}), fixed_batch)
         return
     if op == "Transpose":
         perm = list(attrs.get("perm", [1, 0]))
@@ -455,20 +458,25 @@ def _fold_shape_computations(
     value_types: dict[str, onnx.TypeProto],
     constants: dict[str, np.ndarray],
     positions: set[int],
-) -> None:
+) -> dict[str, np.ndarray]:
     """Evaluate the small integer subgraphs that exporters build from ``Shape`` (PyTorch's
-    ``x.view(x.size(0), -1)``), with ``BATCH`` for the batch size, and add them to the constants."""
+    ``x.view(x.size(0), -1)``), with ``BATCH`` for the batch size. They are kept apart from the
+    constants: the batch size is no number a layer may compute with, only a Reshape target."""
+    shapes: dict[str, np.ndarray] = {}
     for position, node in enumerate(graph.node):
         if node.op_type not in _SHAPE_OPS or position in positions or node.domain not in ("", "ai.onnx"):
             continue
+        if node.op_type != "Shape" and not any(name in shapes for name in node.input):
+            continue  # no shape involved: an ordinary constant, or not known before the input arrives
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         try:
-            value = _shape_op(node, attrs, constants, value_types)
+            value = _shape_op(node, attrs, {**constants, **shapes}, value_types)
         except (KeyError, IndexError, ValueError, TypeError):
             continue
         if value is not None:
-            constants[node.output[0]] = value
+            shapes[node.output[0]] = value
             positions.add(position)
+    return shapes
 
 
 def _shape_op(
@@ -500,7 +508,7 @@ def _shape_op(
             return None if default is None else [int(a) for a in np.ravel(np.asarray(default))]
         return [int(a) for a in value.ravel()]
 
-    if op in ("Identity", "Cast"):
+    if op == "Identity" or (op == "Cast" and attrs.get("to") == onnx.TensorProto.INT64):
         return first.astype(np.int64)
     if op == "Gather":
         indices = inputs[1]

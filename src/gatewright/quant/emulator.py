@@ -120,10 +120,9 @@ class Emulator:
         raw = self.run_raw(quantized)
         if self._plan is not None:  # NaN reaches the (smaller) output of the fast path
             _reject_nan(raw)
-        scale = math.ldexp(1.0, -self.output_format.frac)
-        if dtype in (np.float32, np.float64):
-            return np.multiply(raw, scale, dtype=dtype)  # exact scaling, then one rounding to ``dtype``
-        return np.multiply(raw, scale, dtype=np.float64).astype(dtype)  # narrower floats: scale first
+        # scale in float64 (exact, and 2^-frac may not exist in a narrower type), then round once
+        value = np.multiply(raw, math.ldexp(1.0, -self.output_format.frac), dtype=np.float64)
+        return value if dtype is np.float64 else value.astype(dtype)
 
     def trace(self, x: np.ndarray) -> Trace:
         """The reference semantics, step by step, with saturation counts (for the report and tests)."""
@@ -194,8 +193,8 @@ def _fast_dense(layer: QDense, limit: int, dtype: type[np.floating]) -> _FastDen
     accumulated = layer.accumulator_bound()
     if accumulated > layer.accumulator.max_int:  # the sum itself may saturate: exact path
         return None
-    if accumulated + (1 << (shift - 1) if shift > 0 else 0) >= limit:
-        return None
+    if (accumulated + (1 << (shift - 1) if shift > 0 else 0)) << max(0, -shift) >= limit:
+        return None  # also after a left shift every value must stay an exact integer
     bias = layer.bias.astype(np.float64) * math.ldexp(1.0, layer.accumulator.frac - layer.bias_format.frac)
     offset = np.ldexp(bias, -shift) + (0.5 if shift > 0 else 0.0)  # exact: numerators stay below ``limit``
     weight = np.ldexp(layer.weight.astype(np.float64), -shift)
