@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
+from hypothesis import settings
 
 from tests import onnx_models
+
+# The same examples on every run, so CI stays deterministic (run with HYPOTHESIS_PROFILE=explore to roam).
+settings.register_profile("repeatable", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")
