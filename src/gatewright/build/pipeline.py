@@ -281,7 +281,6 @@ def _write(
         "options": options,
         "cache_key": cache_key,
         "steps": [step.to_json() for step in log.steps],
-        "completed_steps": [step.name for step in log.steps],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(staging / files.MANIFEST, manifest)
