@@ -11,7 +11,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+# a change to the locked dependencies, the package metadata or the C kernels reinstalls
+stamp=.venv/.installed-$(cat requirements.lock pyproject.toml setup.py src/gatewright/quant/_kernels.c | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.lock

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewright.quant import Emulator, FixedFormat, QActivation, QDense, QuantizedModel
+from gatewright.quant.kernels import KernelPlan, library
 from gatewright.quant.qir import ALPHA_FRAC
 
 
@@ -196,10 +199,13 @@ def quantized_models(draw: st.DrawFn) -> tuple[QuantizedModel, np.ndarray]:
 @given(quantized_models())
 def test_fast_path_and_trace_equal_the_scalar_reference(case: tuple[QuantizedModel, np.ndarray]) -> None:
     model, raw = case
-    emulator = Emulator(model)
     expected = [reference(model, row.tolist()) for row in raw]
-    fast = emulator.run_raw(raw.astype(np.float64))
-    assert np.asarray(fast).astype(np.int64).tolist() == expected
+    for emulator in (Emulator(model), Emulator(model, kernels=False)):  # C kernels where they fit, NumPy
+        fast = emulator.run_raw(raw.astype(np.float64))
+        assert np.asarray(fast).astype(np.int64).tolist() == expected
+    plan = KernelPlan.compile(model, portable=True)  # the kernel without AVX2
+    if plan is not None:
+        assert plan.run_raw(raw).astype(np.int64).tolist() == expected
     real = model.input_format.dequantize(raw) if model.input_format.bits <= 53 else None
     if real is not None:
         assert emulator.trace(real).values[-1].tolist() == expected
@@ -304,7 +310,7 @@ def test_narrow_formats_run_in_float32_wide_ones_in_float64() -> None:
             fmt,
         )
         model = QuantizedModel(fmt, (layer, QActivation("r", "relu", fmt)))
-        emulator = Emulator(model)
+        emulator = Emulator(model, kernels=False)
         raw = r.integers(fmt.min_int, fmt.max_int + 1, size=(50, 16))
         fast = emulator.run_raw(raw)
         assert fast.dtype == dtype
@@ -332,3 +338,35 @@ def test_extreme_scales_stay_exact() -> None:
     tiny = QuantizedModel(FixedFormat(16, -139), (QActivation("r", "relu", FixedFormat(16, -139)),))
     value = Emulator(tiny).run(np.array([[32767 * 2.0**-155]]), dtype=np.float32)
     assert value[0, 0] == np.float32(32767 * 2.0**-155) and value[0, 0] > 0
+
+
+def test_c_kernels_agree_with_the_reference_on_realistic_layers() -> None:
+    """16-bit activations, 8-bit weights, the shapes of the benchmark models, both kernel builds."""
+    if library() is None:
+        pytest.skip("the C kernels were not built here")
+    r = np.random.default_rng(5)
+    for sizes in ([64, 32, 10], [16, 64, 32, 32, 5], [7, 13, 3]):
+        layers: list = []
+        fmt = FixedFormat(16, 4)
+        for n_in, n_out in itertools.pairwise(sizes):
+            w_fmt = FixedFormat(8, 1)
+            weight = r.integers(w_fmt.min_int, w_fmt.max_int + 1, size=(n_in, n_out))
+            bias = r.integers(-(2**15), 2**15, size=n_out)
+            acc_frac = fmt.frac + w_fmt.frac
+            out = FixedFormat(16, 6)
+            layers += [
+                QDense(
+                    "d", weight, bias, fmt, w_fmt, FixedFormat(16, 16 - acc_frac), FixedFormat(40, 40 - acc_frac), out
+                ),
+                QActivation("r", "relu", out),
+            ]
+            fmt = out
+        model = QuantizedModel(FixedFormat(16, 4), tuple(layers[:-1]))
+        assert KernelPlan.compile(model) is not None
+        x = r.normal(scale=4.0, size=(333, sizes[0])).astype(np.float32)
+        expected = Emulator(model, kernels=False).trace(x).values[-1]
+        np.testing.assert_array_equal(Emulator(model).run_raw(Emulator(model).quantize_input(x)), expected)
+        np.testing.assert_array_equal(Emulator(model).run(x), Emulator(model, kernels=False).run(x))
+        portable = KernelPlan.compile(model, portable=True)
+        assert portable is not None
+        np.testing.assert_array_equal(portable.run_quantized(portable.quantize(x.reshape(len(x), -1))), expected)

@@ -1,10 +1,12 @@
 """The golden integer emulator: the quantized hardware part, computed exactly and fast.
 
-Two implementations of the same semantics (``gatewright.quant.qir`` states them):
+Three implementations of the same semantics (``gatewright.quant.qir`` states them); ``run`` takes
+the C kernels of ``gatewright.quant.kernels`` where the model fits them (16-bit data, 32-bit sums),
+else the NumPy fast path below, else the exact path:
 
 * ``trace`` follows the definition step by step on int64 (or Python integers when a layer could
   exceed 63 bits) and counts saturations. It is the reference and feeds the quantization report.
-* ``run`` is the fast path. Integers ride in floats and the matrix products go to BLAS: float32
+* the NumPy fast path: integers ride in floats and the matrix products go to BLAS: float32
   where a bound proves that every partial sum stays an integer below 2**24, else float64 where it
   stays below 2**53, so no rounding can occur.
   Scaling by a power of two is exact in floating point, so the requantization shift is folded into
@@ -22,6 +24,7 @@ import numpy as np
 
 from gatewright.errors import InputDataError
 from gatewright.quant.fixed import FixedFormat, quantize_to_float_ints, saturate, shift_round
+from gatewright.quant.kernels import KernelPlan
 from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel
 
 INT64_LIMIT = 1 << 62
@@ -62,8 +65,9 @@ class _FastLeaky:
 class Emulator:
     """Runs a ``QuantizedModel`` on batches of real or raw inputs."""
 
-    def __init__(self, model: QuantizedModel) -> None:
+    def __init__(self, model: QuantizedModel, kernels: bool = True) -> None:
         self.model = model
+        self._kernel = KernelPlan.compile(model) if kernels else None  # C kernels where the model fits
         # float32 (twice BLAS's float64 speed) where every value stays below 2^24, else float64
         self._dtype: type[np.floating] = np.float32
         self._plan = _compile(model, np.float32)
@@ -80,12 +84,18 @@ class Emulator:
         return self.model.output_format
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Real inputs (batch, n_in) to raw integers in the input format (floats holding ints)."""
+        """Real inputs (batch, n_in) to raw integers in the input format (int16 on the kernel path,
+        else floats holding integers)."""
+        if self._kernel is not None:
+            return self._kernel.quantize(self.model.prepare(x))
         return quantize_to_float_ints(self.model.prepare(x), self.model.input_format)
 
     def run_raw(self, raw: np.ndarray) -> np.ndarray:
-        """Raw input integers to raw output integers: floats holding exact integers on the fast
-        path, int64 when a layer is too wide for float64 (then every layer runs exactly)."""
+        """Raw input integers to raw output integers: int16 on the kernel path, floats holding exact
+        integers on the NumPy fast path, int64 when a layer is too wide for float64 (then every layer
+        runs exactly)."""
+        if self._kernel is not None:
+            return self._kernel.run_raw(raw)
         if self._plan is None:
             value = np.asarray(raw).astype(np.int64)
             for layer in self.model.layers:
@@ -114,6 +124,9 @@ class Emulator:
 
         A NaN input is an error (it has no fixed-point value); it reaches every output of its row.
         """
+        if self._kernel is not None:  # the kernel quantizer rejects NaN itself
+            raw = self._kernel.run_quantized(self._kernel.quantize(self.model.prepare(x)))
+            return np.multiply(raw, math.ldexp(1.0, -self.output_format.frac), dtype=np.float64).astype(dtype)
         quantized = self.quantize_input(x)
         if self._plan is None:  # the exact path casts to integers: look for NaN before that
             _reject_nan(quantized)
