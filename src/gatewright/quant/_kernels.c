@@ -97,57 +97,93 @@ static void gw_dense_generic(const int16_t *x, int64_t n, int64_t k, const int16
 }
 
 #ifdef GW_X86
-/* acc[c] += x pair * weights of column block b + c, for c < NB; NB is a compile-time constant so the
- * accumulators stay in registers. */
-#define GW_BLOCK(NB)                                                                                           \
-    do {                                                                                                       \
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;                                        \
-        const int16_t *w0 = packed + (b0 * pairs) * 16;                                                        \
-        for (int64_t p = 0; p < pairs; p++) {                                                                  \
-            int32_t pair;                                                                                      \
-            memcpy(&pair, row + 2 * p, sizeof(pair)); /* an odd k meets a zero weight */                       \
-            const __m256i xv = _mm256_set1_epi32(pair);                                                        \
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, _mm256_loadu_si256((const __m256i *)(w0 + p * 16)))); \
-            if (NB > 1) a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, _mm256_loadu_si256((const __m256i *)(w0 + (pairs + p) * 16)))); \
-            if (NB > 2) a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(xv, _mm256_loadu_si256((const __m256i *)(w0 + (2 * pairs + p) * 16)))); \
-            if (NB > 3) a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(xv, _mm256_loadu_si256((const __m256i *)(w0 + (3 * pairs + p) * 16)))); \
-        }                                                                                                      \
-        _mm256_storeu_si256((__m256i *)(lanes), a0);                                                           \
-        _mm256_storeu_si256((__m256i *)(lanes + 8), a1);                                                       \
-        _mm256_storeu_si256((__m256i *)(lanes + 16), a2);                                                      \
-        _mm256_storeu_si256((__m256i *)(lanes + 24), a3);                                                      \
+/* Sums for rows r0 (and r1 when TWO) against NB blocks of 8 columns starting at block b0, into
+ * lanes0 (lanes1). NB and TWO are compile-time constants, so the accumulators stay in registers
+ * and two rows share each weight load. */
+#define GW_SUMS(NB, TWO)                                                                                         \
+    do {                                                                                                         \
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;     \
+        const int16_t *w0 = packed + (b0 * pairs) * 16;                                                          \
+        for (int64_t p = 0; p < pairs; p++) {                                                                    \
+            int32_t pair0, pair1 = 0;                                                                            \
+            memcpy(&pair0, r0 + 2 * p, sizeof(pair0)); /* an odd k meets a zero weight */                        \
+            if (TWO) memcpy(&pair1, r1 + 2 * p, sizeof(pair1));                                                  \
+            const __m256i x0 = _mm256_set1_epi32(pair0), x1 = _mm256_set1_epi32(pair1);                         \
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + p * 16));                               \
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(x0, v0));                                                \
+            if (TWO) c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(x1, v0));                                       \
+            if (NB > 1) {                                                                                        \
+                const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w0 + (pairs + p) * 16));                 \
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(x0, v1));                                            \
+                if (TWO) c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(x1, v1));                                   \
+            }                                                                                                    \
+            if (NB > 2) {                                                                                        \
+                const __m256i v2 = _mm256_loadu_si256((const __m256i *)(w0 + (2 * pairs + p) * 16));             \
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(x0, v2));                                            \
+                if (TWO) c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(x1, v2));                                   \
+            }                                                                                                    \
+            if (NB > 3) {                                                                                        \
+                const __m256i v3 = _mm256_loadu_si256((const __m256i *)(w0 + (3 * pairs + p) * 16));             \
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(x0, v3));                                            \
+                if (TWO) c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(x1, v3));                                   \
+            }                                                                                                    \
+        }                                                                                                        \
+        _mm256_storeu_si256((__m256i *)(lanes0), a0);                                                            \
+        _mm256_storeu_si256((__m256i *)(lanes0 + 8), a1);                                                        \
+        _mm256_storeu_si256((__m256i *)(lanes0 + 16), a2);                                                       \
+        _mm256_storeu_si256((__m256i *)(lanes0 + 24), a3);                                                       \
+        _mm256_storeu_si256((__m256i *)(lanes1), c0);                                                            \
+        _mm256_storeu_si256((__m256i *)(lanes1 + 8), c1);                                                        \
+        _mm256_storeu_si256((__m256i *)(lanes1 + 16), c2);                                                       \
+        _mm256_storeu_si256((__m256i *)(lanes1 + 24), c3);                                                       \
     } while (0)
+
+/* Bias, RND, SAT and clamps for the sums of one row and nb blocks starting at block b0. */
+__attribute__((target("avx2"))) static inline void gw_finish_avx2(const int32_t *lanes, int64_t b0, int64_t nb, int64_t m,
+                                                                  const int32_t *bias, int32_t shift, int32_t lo,
+                                                                  int32_t hi, int16_t *out_row) {
+    const __m256i vhalf = _mm256_set1_epi32(shift > 0 ? (int32_t)1 << (shift - 1) : 0);
+    const __m128i vshift = _mm_cvtsi32_si128(shift > 0 ? shift : -shift);
+    const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+    for (int64_t c = 0; c < nb; c++) {
+        const int64_t j0 = 8 * (b0 + c);
+        if (j0 + 8 <= m) { /* a full block: requantize 8 sums at once */
+            __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(lanes + 8 * c)),
+                                         _mm256_loadu_si256((const __m256i *)(bias + j0)));
+            v = shift > 0 ? _mm256_sra_epi32(_mm256_add_epi32(v, vhalf), vshift) : _mm256_sll_epi32(v, vshift);
+            v = _mm256_min_epi32(_mm256_max_epi32(v, vlo), vhi);
+            _mm_storeu_si128((__m128i *)(out_row + j0),
+                             _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+        } else {
+            for (int64_t jj = 0; j0 + jj < m; jj++)
+                out_row[j0 + jj] = gw_requantize(lanes[8 * c + jj] + bias[j0 + jj], shift, lo, hi);
+        }
+    }
+}
 
 __attribute__((target("avx2"))) static void gw_dense_avx2(const int16_t *x, int64_t n, int64_t k, const int16_t *packed,
                                                           int64_t m, const int32_t *bias, int32_t shift, int32_t lo,
                                                           int32_t hi, int16_t *out) {
     const int64_t pairs = (k + 1) / 2, blocks = (m + 7) / 8;
-    int32_t lanes[32];
-    const __m256i vhalf = _mm256_set1_epi32(shift > 0 ? (int32_t)1 << (shift - 1) : 0);
-    const __m128i vshift = _mm_cvtsi32_si128(shift > 0 ? shift : -shift);
-    const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
-    for (int64_t i = 0; i < n; i++) {
-        const int16_t *row = x + i * k;
+    int32_t lanes0[32], lanes1[32];
+    for (int64_t i = 0; i < n; i += 2) {
+        const int16_t *r0 = x + i * k, *r1 = r0 + k;
+        const int two = i + 1 < n;
         for (int64_t b0 = 0; b0 < blocks; b0 += 4) {
             const int64_t nb = blocks - b0 < 4 ? blocks - b0 : 4;
-            if (nb == 4) GW_BLOCK(4);
-            else if (nb == 3) GW_BLOCK(3);
-            else if (nb == 2) GW_BLOCK(2);
-            else GW_BLOCK(1);
-            for (int64_t c = 0; c < nb; c++) {
-                const int64_t j0 = 8 * (b0 + c);
-                if (j0 + 8 <= m) { /* a full block: requantize 8 sums at once */
-                    __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(lanes + 8 * c)),
-                                                 _mm256_loadu_si256((const __m256i *)(bias + j0)));
-                    v = shift > 0 ? _mm256_sra_epi32(_mm256_add_epi32(v, vhalf), vshift) : _mm256_sll_epi32(v, vshift);
-                    v = _mm256_min_epi32(_mm256_max_epi32(v, vlo), vhi);
-                    const __m128i packed16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-                    _mm_storeu_si128((__m128i *)(out + i * m + j0), packed16);
-                } else {
-                    for (int64_t jj = 0; j0 + jj < m; jj++)
-                        out[i * m + j0 + jj] = gw_requantize(lanes[8 * c + jj] + bias[j0 + jj], shift, lo, hi);
-                }
+            if (two) {
+                if (nb == 4) GW_SUMS(4, 1);
+                else if (nb == 3) GW_SUMS(3, 1);
+                else if (nb == 2) GW_SUMS(2, 1);
+                else GW_SUMS(1, 1);
+            } else {
+                if (nb == 4) GW_SUMS(4, 0);
+                else if (nb == 3) GW_SUMS(3, 0);
+                else if (nb == 2) GW_SUMS(2, 0);
+                else GW_SUMS(1, 0);
             }
+            gw_finish_avx2(lanes0, b0, nb, m, bias, shift, lo, hi, out + i * m);
+            if (two) gw_finish_avx2(lanes1, b0, nb, m, bias, shift, lo, hi, out + (i + 1) * m);
         }
     }
 }
