@@ -87,8 +87,12 @@ class KernelPlan:
                 return None
         return cls(lib, model.input_format, layers, portable)
 
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Real (batch, n_in) inputs to raw int16 outputs."""
+        return self._forward(self.quantize(x))
+
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        """RND and SAT of (batch, n_in) floats into raw int16, with one spare element for the kernel."""
+        """RND and SAT of (batch, n_in) floats into raw int16 (its buffer has the kernel's spare element)."""
         fmt = self.input_format
         source = np.ascontiguousarray(x, dtype=np.float32 if x.dtype == np.float32 else np.float64)
         raw = np.empty(source.size + 1, dtype=np.int16)
@@ -103,10 +107,11 @@ class KernelPlan:
         """Raw inputs (batch, n_in) to raw int16 outputs (the inputs are copied into a padded buffer)."""
         padded = np.empty(raw.size + 1, dtype=np.int16)
         padded[: raw.size] = np.asarray(raw).ravel()
-        return self.run_quantized(padded[: raw.size].reshape(raw.shape))
+        return self._forward(padded[: raw.size].reshape(raw.shape))
 
-    def run_quantized(self, value: np.ndarray) -> np.ndarray:
-        """Like ``run_raw`` for the output of ``quantize``, whose buffer already has the spare element."""
+    def _forward(self, value: np.ndarray) -> np.ndarray:
+        """The layers on int16 rows whose buffer has one spare element past the end (the kernel reads
+        whole pairs; an odd row length meets a zero weight there)."""
         for layer in self.layers:
             out = np.empty(len(value) * layer.n_out + 1, dtype=np.int16)  # spare element for the next layer
             batch = len(value)
