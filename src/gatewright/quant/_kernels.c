@@ -15,19 +15,16 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define GW_X86 1
-#endif
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-static int32_t gw_quantize_f32_avx2(const float *x, int16_t *q, int64_t count, float scale, float lo, float hi);
+/* the compiler builds an AVX2 and a baseline copy and picks one when the library loads */
+#define GW_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GW_CLONES
 #endif
 
 /* RND then SAT of float inputs into raw int16: floor(x * scale + 1/2) clamped to [lo, hi]. Exact for
  * formats of up to 16 bits: scale is a power of two and a scaled value below 2^23 adds 1/2 exactly
  * (a larger one saturates either way). Returns 1 when an input is NaN. */
-int32_t gw_quantize_f32(const float *x, int16_t *q, int64_t count, float scale, float lo, float hi) {
-#ifdef GW_X86
-    if (__builtin_cpu_supports("avx2")) return gw_quantize_f32_avx2(x, q, count, scale, lo, hi);
-#endif
+GW_CLONES int32_t gw_quantize_f32(const float *x, int16_t *q, int64_t count, float scale, float lo, float hi) {
     int32_t nan = 0;
     for (int64_t i = 0; i < count; i++) {
         const float s = x[i];
@@ -40,7 +37,7 @@ int32_t gw_quantize_f32(const float *x, int16_t *q, int64_t count, float scale, 
     return nan;
 }
 
-int32_t gw_quantize_f64(const double *x, int16_t *q, int64_t count, double scale, double lo, double hi) {
+GW_CLONES int32_t gw_quantize_f64(const double *x, int16_t *q, int64_t count, double scale, double lo, double hi) {
     int32_t nan = 0;
     for (int64_t i = 0; i < count; i++) {
         const double s = x[i];
@@ -186,20 +183,6 @@ __attribute__((target("avx2"))) static void gw_dense_avx2(const int16_t *x, int6
             if (two) gw_finish_avx2(lanes1, b0, nb, m, bias, shift, lo, hi, out + (i + 1) * m);
         }
     }
-}
-
-__attribute__((target("avx2"))) static int32_t gw_quantize_f32_avx2(const float *x, int16_t *q, int64_t count,
-                                                                     float scale, float lo, float hi) {
-    int32_t nan = 0;
-    for (int64_t i = 0; i < count; i++) {
-        const float s = x[i];
-        nan |= (s != s);
-        float v = floorf(s * scale + 0.5f);
-        v = v < lo ? lo : v;
-        v = v > hi ? hi : v;
-        q[i] = (int16_t)(int32_t)v;
-    }
-    return nan;
 }
 #endif
 
