@@ -23,10 +23,10 @@ import gatewright
 from gatewright.build import bundle as files
 from gatewright.build.bundle import Bundle, write_json, writing
 from gatewright.build.log import BuildLog
-from gatewright.devices.cpu import CpuModel
 from gatewright.devices.emu import EmulatedModel
 from gatewright.errors import GatewrightError, InputDataError
 from gatewright.model import ModelGraph, intake
+from gatewright.model.runtime import OnnxRunner
 from gatewright.quant import Calibration, PrecisionConfig, QuantizedModel, as_batch, calibrate, quantize
 from gatewright.quant.report import QuantReport, as_array, compare_outputs, hardware_report
 from gatewright.targets import get_target
@@ -140,7 +140,8 @@ def build(
         raise GatewrightError(f"unknown step '{until}'; this gatewright builds: {', '.join(STEPS)}")
     log = BuildLog(echo=echo)
     graph = intake(model)  # a file that is no valid model fails here, before any step starts
-    data = load_calibration(calibration) if calibration is not None else None
+    # checked and flattened to (batch, n_in) once; every step below reads this array
+    data = as_batch(load_calibration(calibration), graph.hardware) if calibration is not None else None
     with writing(out) as staging:
         with log.step("quantize", f"calibrate + quantize {model}") as record:
             result = quantize_model(graph, data, precision)
@@ -165,7 +166,7 @@ def _golden_inputs(graph: ModelGraph, data: np.ndarray | None) -> tuple[np.ndarr
     tail = tuple(d for d in spec.shape[1:] if isinstance(d, int))  # partition guarantees fixed feature dims
     count = graph.fixed_batch or GOLDEN_COUNT
     if data is not None:
-        flat = as_batch(data, graph.hardware)[:count]
+        flat = data[:count]
         if graph.fixed_batch and len(flat) < graph.fixed_batch:
             raise InputDataError(f"calibration data needs at least {graph.fixed_batch} samples (the model's batch)")
         source = f"first {len(flat)} calibration samples"
@@ -181,15 +182,15 @@ def _check(
     """Report on the calibration data (or the golden inputs) and compute the golden vectors."""
     graph = result.graph
     emulated = result.emulated()
-    reference = CpuModel(graph.source, graph.name)
+    reference = OnnxRunner(graph.source, graph.fixed_batch)  # the float model, already checked by intake
     input_name = graph.hardware.input.name
-    sample = golden_inputs if data is None else as_batch(data, graph.hardware)
+    sample = golden_inputs if data is None else data
     report = hardware_report(graph.hardware, result.quantized, sample.reshape(len(sample), -1), result.calibration)
     shaped = sample.reshape((len(sample), *golden_inputs.shape[1:])).astype(golden_inputs.dtype)
     if graph.fixed_batch:
         shaped = shaped[: len(shaped) - len(shaped) % graph.fixed_batch]
     report.outputs = compare_outputs(
-        graph.outputs, emulated.infer({input_name: shaped}), reference.infer({input_name: shaped})
+        graph.outputs, emulated.infer({input_name: shaped}), reference.run({input_name: shaped})
     )
     expected = emulated.infer({input_name: golden_inputs})
     golden = {f"input.{input_name}": golden_inputs}

@@ -42,10 +42,6 @@ class TensorSpec:
     dtype: str
     shape: tuple[Dim, ...] | None
 
-    @property
-    def is_tensor(self) -> bool:
-        return self.shape is not None
-
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
 
