@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gatewright import __version__, devices
+from gatewright.build.bundle import Bundle
+from gatewright.build.hardware import HardwareOptions
 from gatewright.build.pipeline import STEPS, build
 from gatewright.errors import GatewrightError, InputDataError, UnsupportedModelError
 from gatewright.model import Dense, LoadedModel, ModelGraph, intake, load_model
@@ -129,8 +131,18 @@ def build_command(
         typer.Option(help="Precision: 8 (weights), weight=6, activation=fixed<12,4>, fc1.weight=6. Repeatable."),
     ] = None,
     precision: Annotated[Path | None, typer.Option(help="YAML / JSON precision file (defaults and layers).")] = None,
+    arch: Annotated[
+        str, typer.Option(help="auto (fit the target at the lowest latency), unrolled (II=1) or folded.")
+    ] = "auto",
+    clock_mhz: Annotated[
+        float | None, typer.Option("--clock-mhz", help="Clock constraint (default: the target's).")
+    ] = None,
+    reuse: Annotated[
+        int | None, typer.Option(help="Reuse factor of folded layers: products per multiplier per vector.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild even if an identical build is cached.")] = False,
 ) -> None:
-    """Build a firmware bundle (this release: up to the quantize step)."""
+    """Build a firmware bundle: quantize, rtl, sim, synth, pnr, bitstream."""
     config = PrecisionConfig.build(precision, bits)
     destination = out_dir or Path(f"{model.stem}.{target}.bundle")
     bundle, report = build(
@@ -141,9 +153,48 @@ def build_command(
         calibration=calibration,
         precision=config,
         echo=lambda line: err.print(line, highlight=False, markup=False),
+        hardware=HardwareOptions(arch, clock_mhz, reuse),
+        use_cache=not no_cache,
     )
-    print_report(report)
+    if report is not None:
+        print_report(report)
+    print_results(bundle)
     out.print(f"bundle written to {bundle.path}")
+
+
+def print_results(bundle: Bundle) -> None:
+    """Architecture, resources, timing and latency from the manifest, when the build got that far."""
+    architecture = bundle.manifest.get("architecture")
+    if not architecture:
+        return
+    results = bundle.manifest.get("results", {})
+    table = Table(title=f"Hardware ({bundle.manifest['target']})", title_justify="left")
+    for column in ("stage", "layers", "arch", "multipliers", "reuse", "latency", "II"):
+        table.add_column(column)
+    for stage in architecture["stages"]:
+        table.add_row(
+            stage["stage"],
+            stage["layers"],
+            stage["arch"],
+            str(stage["parallel"] or "all"),
+            str(stage["reuse_factor"]),
+            str(stage["latency_cycles"]),
+            str(stage["initiation_interval"]),
+        )
+    out.print(table)
+    parts = [f"latency {results.get('latency_cycles')} cycles", f"II {results.get('initiation_interval')}"]
+    if results.get("simulation"):
+        checked = ", ".join(f"{n} {label}" for label, n in results["simulation"]["vectors"].items())
+        parts.append(f"bit-exact in simulation on {checked}")
+    if "luts" in results:
+        for kind in ("luts", "ffs", "dsps", "brams"):
+            parts.append(f"{kind.upper()[:-1]} {results[kind]['used']}/{results[kind]['available']}")
+        if results.get("fmax_mhz"):
+            parts.append(f"Fmax {results['fmax_mhz']} MHz (clock {results['clock_mhz']:g} MHz)")
+            parts.append(f"latency {results['latency_ns']} ns at Fmax")
+    if architecture.get("bitstream"):
+        parts.append(f"bitstream {architecture['bitstream']}")
+    out.print("; ".join(parts))
 
 
 @app.command()

@@ -27,3 +27,7 @@ class BundleError(GatewrightError):
 
 class DeviceError(GatewrightError):
     """A device cannot be opened or cannot run the request."""
+
+
+class ToolError(GatewrightError):
+    """An external tool (yosys, nextpnr, a packer, verilator) is missing or failed."""

@@ -7,9 +7,13 @@ Steps run in order and ``until`` stops after one of them. This release has the `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,26 +25,77 @@ import numpy as np
 
 import gatewright
 from gatewright.build import bundle as files
+from gatewright.build import hardware as hw_steps
 from gatewright.build.bundle import Bundle, write_json, writing
+from gatewright.build.hardware import ARCHES, HardwareOptions
 from gatewright.build.log import BuildLog
 from gatewright.devices.emu import EmulatedModel
-from gatewright.errors import GatewrightError, InputDataError
+from gatewright.errors import GatewrightError, InputDataError, ModelLoadError
+from gatewright.hw.plan import FitError
+from gatewright.hw.sim import cache_root
 from gatewright.model import ModelGraph, intake
 from gatewright.model.runtime import OnnxRunner
 from gatewright.quant import Calibration, PrecisionConfig, QuantizedModel, as_batch, calibrate, quantize
 from gatewright.quant.report import QuantReport, as_array, compare_outputs, hardware_report
-from gatewright.targets import get_target
+from gatewright.targets import Target, get_target
+from gatewright.toolchain.pnr import PnrResult
+from gatewright.toolchain.tools import find_tool
+from gatewright.toolchain.tools import tool_versions as toolchain_versions
 
-STEPS = ("quantize",)
+STEPS = ("quantize", "rtl", "sim", "synth", "pnr", "bitstream")
 GOLDEN_COUNT = 64
 GOLDEN_SEED = 0
+MAX_FIT_ATTEMPTS = 3
+TARGET_FILL = 0.9  # synthesis may use at most this share of the target's LUTs (routing needs the rest)
 
 
-def tool_versions() -> dict[str, str]:
-    return {
+def tool_versions(steps: tuple[str, ...] = STEPS[:1], target: Target | None = None) -> dict[str, str]:
+    """Versions of the libraries and of the external tools the given steps run (part of the cache key)."""
+    versions = {
         "python": platform.python_version(),
         **{name: version(name) for name in ("numpy", "onnx", "onnxruntime")},
     }
+    if "rtl" in steps:
+        versions["da4ml"] = version("da4ml")
+    tools = ["verilator"] if "sim" in steps else []
+    if target is not None and target.place_and_route:
+        if "synth" in steps:
+            tools.append("yosys")
+        if "pnr" in steps:
+            tools.append(f"nextpnr-{target.family}")
+        if "bitstream" in steps:
+            tools.append("ecppack" if target.family == "ecp5" else "icepack")
+    versions.update(_tool_versions_cached(tools))
+    return versions
+
+
+def _tool_versions_cached(names: list[str]) -> dict[str, str]:
+    """Asking a YoWASP tool its version takes a second; remember it per executable (path, size, mtime)."""
+    found: dict[str, str] = {}
+    store = cache_root() / "tool-versions.json"
+    try:
+        known: dict[str, str] = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    changed = False
+    for name in names:
+        executable = Path(shutil.which(find_tool(name)[0]) or find_tool(name)[0])
+        try:
+            stat = executable.stat()
+            fingerprint = f"{name}|{executable}|{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:
+            fingerprint = f"{name}|{executable}"
+        if fingerprint not in known:
+            known[fingerprint] = toolchain_versions([name])[name]
+            changed = True
+        found[name] = known[fingerprint]
+    if changed:
+        with contextlib.suppress(OSError):
+            store.parent.mkdir(parents=True, exist_ok=True)
+            temporary = store.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(known, indent=1))
+            os.replace(temporary, store)
+    return found
 
 
 @dataclass
@@ -133,12 +188,47 @@ def build(
     calibration: str | Path | None = None,
     precision: PrecisionConfig | None = None,
     echo: Callable[[str], None] | None = None,
-) -> tuple[Bundle, QuantReport]:
-    """Build a bundle for ``target`` up to step ``until``, written atomically to ``out``."""
+    hardware: HardwareOptions | None = None,
+    use_cache: bool = True,
+) -> tuple[Bundle, QuantReport | None]:
+    """Build a bundle for ``target`` up to step ``until``, written atomically to ``out``.
+
+    An identical earlier request (same model bytes, target, options, steps, engine and tool
+    versions) returns a copy of its bundle from the cache; the report is then None.
+    """
     target_info = get_target(target)
+    hardware = hardware or HardwareOptions()
     if until not in STEPS:
-        raise GatewrightError(f"unknown step '{until}'; this gatewright builds: {', '.join(STEPS)}")
+        raise GatewrightError(f"unknown step '{until}'; the steps are: {', '.join(STEPS)}")
+    if hardware.arch not in ARCHES:
+        raise GatewrightError(f"unknown architecture '{hardware.arch}'; choose one of {', '.join(ARCHES)}")
+    if hardware.clock_mhz is not None and not 0 < hardware.clock_mhz <= 1000:
+        raise GatewrightError(f"--clock-mhz {hardware.clock_mhz}: give a frequency between 0 and 1000 MHz")
+    if hardware.reuse is not None and hardware.reuse < 1:
+        raise GatewrightError(f"--reuse {hardware.reuse}: the reuse factor is a positive integer")
     log = BuildLog(echo=echo)
+    last = until
+    if not target_info.place_and_route and STEPS.index(until) > STEPS.index("sim"):
+        last = "sim"
+        log.write("build", "note", f"target {target} is RTL and simulation only: the build ends after 'sim'")
+    steps = STEPS[: STEPS.index(last) + 1]
+    model_bytes = _model_bytes(model)
+    calibration_bytes = _file_bytes(calibration) if calibration is not None else None
+    tools = tool_versions(steps, target_info)
+    options = {
+        "precision": (precision or PrecisionConfig()).to_json(),
+        "calibration_sha256": None if calibration_bytes is None else hashlib.sha256(calibration_bytes).hexdigest(),
+        "hardware": hardware.to_json(),
+        "steps": list(steps),
+    }
+    key = cache_key(hashlib.sha256(model_bytes).hexdigest(), target, options, tools)
+    cached = bundle_cache() / key
+    if use_cache and Bundle.is_bundle(cached):
+        with writing(out) as staging:
+            shutil.copytree(cached, staging, dirs_exist_ok=True)
+        log.write("build", "cached", f"identical request built before: {cached} (use --no-cache to rebuild)")
+        return Bundle(out), None
+
     graph = intake(model)  # a file that is no valid model fails here, before any step starts
     # checked and flattened to (batch, n_in) once; every step below reads this array
     data = as_batch(load_calibration(calibration), graph.hardware) if calibration is not None else None
@@ -155,8 +245,223 @@ def build(
             golden_inputs, golden_source = _golden_inputs(result.graph, data)
             report, golden = _check(result, golden_inputs, data)
             record.summary = _summary(result, report)
-        _write(staging, result, report, golden, golden_source, target_info.name, log, str(calibration or ""))
+        hw = _hardware(staging, result, target_info, hardware, steps, log, golden, data)
+        _write(
+            staging,
+            result,
+            report,
+            golden,
+            golden_source,
+            target_info.name,
+            log,
+            str(calibration or ""),
+            hw,
+            (tools, options, key),
+        )
+    if use_cache:
+        _store(Path(out), cached)
     return Bundle(out), report
+
+
+def _hardware(
+    staging: Path,
+    result: QuantizedBuild,
+    target: Target,
+    options: HardwareOptions,
+    steps: tuple[str, ...],
+    log: BuildLog,
+    golden: dict[str, np.ndarray],
+    data: np.ndarray | None,
+) -> dict[str, Any]:
+    """The steps after quantize; returns the manifest's architecture and results."""
+    if "rtl" not in steps:
+        return {}
+    quantized, n_in = result.quantized, result.graph.hardware.n_in
+    clock = hw_steps.clock_mhz(target, options)
+    vectors = {"golden vectors": golden["hw.input_raw"]}
+    if data is not None:
+        vectors["calibration data"] = result.emulated().emulator.quantize_input(data).astype(np.int64)
+    found: dict[str, Any] = {}
+    scale = 1.0
+    for attempt in range(1, MAX_FIT_ATTEMPTS + 1):
+        with log.step("rtl", f"generate RTL (--arch {options.arch}, attempt {attempt})") as record:
+            design, chosen, ident = hw_steps.rtl_step(
+                staging, quantized, n_in, target, options, lambda line: log.write("rtl", "plan", line), scale
+            )
+            record.summary = (
+                f"{len(design.files)} files, {len(design.stages)} stages, latency {design.latency} cycles, "
+                f"II {design.interval}"
+            )
+        found = {"design": design, "ident": ident}
+        if "sim" not in steps:
+            break
+        with log.step("sim", "verilator: build the simulator, stream golden + calibration vectors") as record:
+            checked = hw_steps.sim_step(staging, design, quantized, vectors)
+            record.summary = (
+                "bit-exact on "
+                + ", ".join(f"{n} {label}" for label, n in checked["vectors"].items())
+                + f" (and with backpressure); latency {checked['latency_cycles']} cycles, II "
+                f"{checked['initiation_interval']}" + (" (simulator reused)" if checked["simulator_reused"] else "")
+            )
+        found["sim"] = checked
+        if "synth" not in steps:
+            break
+        with log.step("synth", f"yosys synth_{target.family} -top {hw_steps.BOARD_TOP}") as record:
+            synthesized = hw_steps.synth_step(staging, design, target)
+            cells = hw_steps.logic_cells(target, synthesized)
+            record.summary = (
+                f"{cells} LUTs of {target.luts}, {synthesized.ffs} FFs, {synthesized.dsps} DSPs of {target.dsps}, "
+                f"{synthesized.brams} block RAMs"
+            )
+        found["synth"] = synthesized
+        over = _overflow(target, cells, synthesized.dsps)
+        if over:
+            if options.arch != "auto" or attempt == MAX_FIT_ATTEMPTS:
+                raise FitError(
+                    f"the design does not fit {target.name}: {over}. "
+                    + ("Try --arch auto." if options.arch != "auto" else "Choose a larger target or narrower formats.")
+                )
+            estimated = max(chosen.estimate.luts, 1)
+            scale *= max(1.25, cells / (TARGET_FILL * target.luts) if cells > estimated else 1.25)
+            log.write("synth", "refit", f"{over}: folding further (LUT estimates x{scale:.2f})")
+            continue
+        break
+    design = found["design"]
+    architecture = {
+        "top": hw_steps.CORE,
+        "board_top": hw_steps.BOARD_TOP,
+        "design_id": f"{found['ident']:08x}",
+        "baud": hw_steps.BAUD,
+        "clock_mhz": clock,
+        "n_in": design.n_in,
+        "in_bits": design.in_bits,
+        "n_out": design.n_out,
+        "out_bits": design.out_bits,
+        "stages": [stage.to_json() for stage in design.stages],
+        "reuse_factor": max((stage.reuse_factor for stage in design.stages), default=1),
+        "pipeline_depth": design.latency,
+        "initiation_interval": design.interval,
+        "rtl": hw_steps.RTL_DIR,
+    }
+    results: dict[str, Any] = {"latency_cycles": design.latency, "initiation_interval": design.interval}
+    if "sim" in found:
+        results.update(
+            latency_cycles=found["sim"]["latency_cycles"],
+            initiation_interval=found["sim"]["initiation_interval"],
+            simulation={"bit_exact": True, "vectors": found["sim"]["vectors"]},
+        )
+    if "synth" in found:
+        synthesized = found["synth"]
+        results["synthesis"] = {
+            "luts": hw_steps.logic_cells(target, synthesized),
+            "ffs": synthesized.ffs,
+            "dsps": synthesized.dsps,
+            "brams": synthesized.brams,
+            "cells": synthesized.cells,
+        }
+    if "pnr" in steps:
+        with log.step(
+            "pnr", f"nextpnr-{target.family} --{target.device} --package {target.package} --freq {clock:g}"
+        ) as record:
+            routed = hw_steps.pnr_step(staging, found["synth"], target, clock)
+            results.update(_placed(target, routed, results["latency_cycles"]))
+            record.summary = (
+                f"{results['luts']['used']} LUTs, {results['dsps']['used']} DSPs, Fmax "
+                + (f"{routed.fmax_mhz:.1f} MHz" if routed.fmax_mhz else "n/a")
+                + ("" if routed.timing_met else f" (below the {clock:g} MHz constraint)")
+            )
+        if not routed.timing_met:
+            log.write(
+                "pnr",
+                "warn",
+                f"timing not met at {clock:g} MHz: run the design at {results['fmax_mhz']} MHz "
+                "or below, or rebuild with a lower --clock-mhz",
+            )
+        if "bitstream" in steps:
+            packer = "ecppack" if target.family == "ecp5" else "icepack"
+            with log.step("bitstream", packer) as record:
+                bitstream = hw_steps.bitstream_step(staging, routed, target)
+                record.summary = f"{bitstream.name}, {bitstream.stat().st_size} bytes"
+            architecture["bitstream"] = bitstream.name
+    return {"architecture": architecture, "results": results}
+
+
+def _placed(target: Target, routed: PnrResult, latency_cycles: int) -> dict[str, Any]:
+    """LUT, FF, DSP and block RAM used / available, Fmax and latency from nextpnr's report."""
+    kinds = {
+        "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
+        "ice40": {"luts": "ICESTORM_LC", "ffs": "ICESTORM_LC", "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM"},
+    }[target.family]
+    placed: dict[str, Any] = {}
+    for name, bel in kinds.items():
+        use = routed.utilization.get(bel)
+        placed[name] = {"used": use.used if use else 0, "available": use.available if use else 0}
+    fmax = routed.fmax_mhz
+    placed["fmax_mhz"] = None if fmax is None else round(fmax, 2)
+    placed["clock_mhz"] = routed.clock_mhz
+    placed["timing_met"] = routed.timing_met
+    placed["latency_ns"] = None if fmax is None else round(latency_cycles * 1000.0 / fmax, 1)
+    return placed
+
+
+def _overflow(target: Target, cells: int, dsps: int) -> str:
+    problems = []
+    if cells > TARGET_FILL * target.luts:
+        problems.append(f"{cells} LUTs > {int(TARGET_FILL * 100)}% of {target.luts}")
+    if dsps > target.dsps:
+        problems.append(f"{dsps} DSPs > {target.dsps}")
+    return ", ".join(problems)
+
+
+def _model_bytes(model: str | Path) -> bytes:
+    try:
+        return Path(model).read_bytes()
+    except FileNotFoundError:
+        raise ModelLoadError(f"{model}: no such file") from None
+    except OSError as exc:
+        raise ModelLoadError(f"{model}: cannot read it ({exc.strerror})") from None
+
+
+def _file_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: no such calibration file") from None
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def cache_key(model_sha256: str, target: str, options: dict[str, Any], tools: dict[str, str]) -> str:
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "model": model_sha256,
+                "target": target,
+                "options": options,
+                "engine": gatewright.__version__,
+                "tools": tools,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+
+
+def bundle_cache() -> Path:
+    return cache_root() / "bundles"
+
+
+def _store(bundle: Path, cached: Path) -> None:
+    """Copy a finished bundle into the cache (atomically; a failure only costs the reuse)."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
+        shutil.copytree(bundle, staging, dirs_exist_ok=True)
+        if cached.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        os.replace(staging, cached)
+    except OSError:
+        return
 
 
 def _golden_inputs(graph: ModelGraph, data: np.ndarray | None) -> tuple[np.ndarray, str]:
@@ -221,31 +526,17 @@ def _write(
     target: str,
     log: BuildLog,
     calibration_label: str,
+    hardware: dict[str, Any],
+    build_options: tuple[dict[str, str], dict[str, Any], str],
 ) -> None:
     graph = result.graph
+    tools, options, cache_key = build_options
     (staging / files.SOURCE_MODEL).write_bytes(graph.source)
     if graph.host.model:
         (staging / files.HOST_MODEL).write_bytes(graph.host.model)
     result.quantized.save(staging / files.QUANTIZED)
     write_json(staging / files.REPORT, report.to_json())
     np.savez(staging / files.GOLDEN, **golden)  # type: ignore[arg-type]  # numpy's stubs misread **arrays
-    options = {
-        "precision": result.precision.to_json(),
-        "calibration_sha256": result.calibration_sha256,
-    }
-    tools = tool_versions()
-    cache_key = hashlib.sha256(
-        json.dumps(
-            {
-                "model": graph.sha256,
-                "target": target,
-                "options": options,
-                "engine": gatewright.__version__,
-                "tools": tools,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
     manifest = {
         "schema_version": files.SCHEMA_VERSION,
         "model": {
@@ -276,8 +567,8 @@ def _write(
             "overflow": "SAT: saturate to the format's range",
             "formats": result.quantized.tensor_formats(),
         },
-        "architecture": None,
-        "results": {"macs": graph.hardware.macs},
+        "architecture": hardware.get("architecture"),
+        "results": {"macs": graph.hardware.macs, **hardware.get("results", {})},
         "golden": {"file": files.GOLDEN, "count": len(next(iter(golden.values()))), "source": golden_source},
         "options": options,
         "cache_key": cache_key,

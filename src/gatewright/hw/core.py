@@ -89,7 +89,11 @@ def stage_specs(model: QuantizedModel, n_in: int) -> list[StageSpec]:
 
 
 def generate(
-    model: QuantizedModel, n_in: int, choices: list[StageChoice] | None = None, latency_cutoff: float = 5.0
+    model: QuantizedModel,
+    n_in: int,
+    choices: list[StageChoice] | None = None,
+    latency_cutoff: float = 5.0,
+    prebuilt: dict[int, StageRTL] | None = None,
 ) -> Design:
     """RTL for ``model``; ``choices`` gives one entry per stage with a dense layer (default: unrolled)."""
     specs = stage_specs(model, n_in)
@@ -107,6 +111,8 @@ def generate(
         choice = next(chosen)
         if choice.arch == FOLDED:
             stages.append(folded(spec, choice.parallel))
+        elif prebuilt and spec.index in prebuilt:
+            stages.append(prebuilt[spec.index])
         else:
             stages.append(unrolled(spec, latency_cutoff))
     files: dict[str, str] = {}

@@ -37,7 +37,12 @@ class SimShape:
     out_bits: int
 
     def defines(self) -> list[str]:
-        return [f"-DN_IN={self.n_in}", f"-DIN_BITS={self.in_bits}", f"-DN_OUT={self.n_out}", f"-DOUT_BITS={self.out_bits}"]
+        return [
+            f"-DN_IN={self.n_in}",
+            f"-DIN_BITS={self.in_bits}",
+            f"-DN_OUT={self.n_out}",
+            f"-DOUT_BITS={self.out_bits}",
+        ]
 
 
 def simulator_key(rtl_dir: Path, sources: list[str], shape: SimShape) -> str:
@@ -67,7 +72,9 @@ def build(rtl_dir: Path, sources: list[str], shape: SimShape, log_path: Path) ->
     try:
         for name in sources:
             shutil.copyfile(rtl_dir / name, work / name)
-        shutil.copyfile(HARNESS, work / HARNESS.name)
+        # the sizes as #defines in the harness itself: Verilator's precompiled headers break on -CFLAGS -D...
+        defines = "".join(f"#define {d[2:].replace('=', ' ')}\n" for d in shape.defines())
+        (work / HARNESS.name).write_text(defines + HARNESS.read_text())
         built = build_simulator(
             work,
             [work / name for name in sources],
@@ -76,7 +83,7 @@ def build(rtl_dir: Path, sources: list[str], shape: SimShape, log_path: Path) ->
             BINARY,
             log_path,
             jobs=os.cpu_count() or 2,
-            extra_args=["-Wno-lint", "-Wno-style", "-CFLAGS", " ".join(shape.defines())],
+            extra_args=["-Wno-lint", "-Wno-style"],
         )
         staged = work / "ready"
         staged.mkdir()

@@ -85,11 +85,17 @@ def activation(out: Emitter, name: str, layer: QActivation) -> str:
     if layer.kind == "clip":
         value = name
         if layer.low is not None:
-            value = out.wire("lo", bits, f"($signed({value}) < $signed({literal(layer.low, bits)})) ? "
-                             f"{literal(layer.low, bits)} : {value}")
+            value = out.wire(
+                "lo",
+                bits,
+                f"($signed({value}) < $signed({literal(layer.low, bits)})) ? {literal(layer.low, bits)} : {value}",
+            )
         if layer.high is not None:
-            value = out.wire("hi", bits, f"($signed({value}) > $signed({literal(layer.high, bits)})) ? "
-                             f"{literal(layer.high, bits)} : {value}")
+            value = out.wire(
+                "hi",
+                bits,
+                f"($signed({value}) > $signed({literal(layer.high, bits)})) ? {literal(layer.high, bits)} : {value}",
+            )
         return value
     if layer.kind == "leaky_relu":
         alpha_bits = max(2, abs(layer.alpha).bit_length() + 1)
