@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ def generate(
     files: dict[str, str] = {}
     for stage in stages:
         files.update(stage.files)
-    if any(stage.files.keys() - {f"{stage.spec.name}.v"} for stage in stages):
-        files.update(da4ml_library())
+    generated = "\n".join(files.values())
+    for name, text in da4ml_library().items():  # only the blocks the code instantiates
+        module = re.search(r"^\s*module\s+(\w+)", text, re.MULTILINE)
+        if module and re.search(rf"\b{module.group(1)}\s*(#|\w+\s*\()", generated):
+            files[name] = text
     in_bits = model.input_format.bits
     out_bits = specs[-1].output.bits if specs else in_bits
     n_out = specs[-1].n_out if specs else n_in
