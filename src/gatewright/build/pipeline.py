@@ -233,31 +233,38 @@ def build(
     # checked and flattened to (batch, n_in) once; every step below reads this array
     data = as_batch(load_calibration(calibration), graph.hardware) if calibration is not None else None
     with writing(out) as staging:
-        with log.step("quantize", f"calibrate + quantize {model}") as record:
-            result = quantize_model(graph, data, precision)
-            if data is None:
-                log.write(
-                    "quantize",
-                    "note",
-                    "no calibration data: input and activations use "
-                    "fixed<B,6> (docs/quantization.md); pass --calibration X.npy to calibrate",
-                )
-            golden_inputs, golden_source = _golden_inputs(result.graph, data)
-            report, golden = _check(result, golden_inputs, data)
-            record.summary = _summary(result, report)
-        hw = _hardware(staging, result, target_info, hardware, steps, log, golden, data)
-        _write(
-            staging,
-            result,
-            report,
-            golden,
-            golden_source,
-            target_info.name,
-            log,
-            str(calibration or ""),
-            hw,
-            (tools, options, key),
-        )
+        try:
+            with log.step("quantize", f"calibrate + quantize {model}") as record:
+                result = quantize_model(graph, data, precision)
+                if data is None:
+                    log.write(
+                        "quantize",
+                        "note",
+                        "no calibration data: input and activations use "
+                        "fixed<B,6> (docs/quantization.md); pass --calibration X.npy to calibrate",
+                    )
+                golden_inputs, golden_source = _golden_inputs(result.graph, data)
+                report, golden = _check(result, golden_inputs, data)
+                record.summary = _summary(result, report)
+            hw = _hardware(staging, result, target_info, hardware, steps, log, golden, data)
+            _write(
+                staging,
+                result,
+                report,
+                golden,
+                golden_source,
+                target_info.name,
+                log,
+                str(calibration or ""),
+                hw,
+                (tools, options, key),
+            )
+        except BaseException as exc:
+            kept = _keep_logs(staging, Path(out), log)
+            if isinstance(exc, GatewrightError) and kept:
+                raise type(exc)(f"{exc}\n       step logs kept in {kept}") from None
+            raise
+    shutil.rmtree(Path(out).parent / f"{Path(out).name}.failed", ignore_errors=True)  # from an earlier failure
     if use_cache:
         _store(Path(out), cached)
     return Bundle(out), report
@@ -384,6 +391,23 @@ def _hardware(
                 record.summary = f"{bitstream.name}, {bitstream.stat().st_size} bytes"
             architecture["bitstream"] = bitstream.name
     return {"architecture": architecture, "results": results}
+
+
+def _keep_logs(staging: Path, out: Path, log: BuildLog) -> Path | None:
+    """After a failed step: the build log and the tool logs go to ``OUT.failed/`` (no bundle is published)."""
+    kept = out.parent / f"{out.name}.failed"
+    try:
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        (kept / files.LOG).write_text(log.text())
+        reports = staging / hw_steps.REPORTS_DIR
+        if reports.is_dir():
+            for path in reports.iterdir():
+                if path.suffix in (".log", ".ys", ".json") and path.is_file() and path.stat().st_size < 50_000_000:
+                    shutil.copyfile(path, kept / path.name)
+    except OSError:
+        return None
+    return kept
 
 
 def _placed(target: Target, routed: PnrResult, latency_cycles: int) -> dict[str, Any]:
