@@ -15,6 +15,7 @@ from gatewright.quant.fixed import FixedFormat
 from gatewright.quant.qir import ALPHA_FRAC, QActivation, QDense, QLayer, QuantizedModel
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
+WEIGHT = FixedFormat(8, 1)
 
 
 def dense(
@@ -24,7 +25,7 @@ def dense(
     n_out: int,
     fin: FixedFormat,
     fout: FixedFormat,
-    weight: FixedFormat = FixedFormat(8, 1),
+    weight: FixedFormat = WEIGHT,
     accumulator_bits: int | None = None,
 ) -> QDense:
     w = r.integers(weight.min_int, weight.max_int + 1, (n_in, n_out))

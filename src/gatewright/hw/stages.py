@@ -210,7 +210,7 @@ def unrolled(spec: StageSpec, latency_cutoff: float) -> StageRTL:
     exact = _exact_width(layer)
     results = []
     offset = 0
-    for j, qint in enumerate(stages[-1].out_qint):
+    for qint in stages[-1].out_qint:
         keep_negative, integers, fraction = (int(v) for v in minimal_kif(qint))
         field_width = width = keep_negative + integers + fraction
         assert fraction <= 0, "integer inputs and constants give integer sums"
