@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -12,6 +13,9 @@ from tests import onnx_models
 settings.register_profile("repeatable", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+# compiled simulators and cached bundles go to a fresh folder per run, not the user's ~/.cache
+os.environ.setdefault("GATEWRIGHT_CACHE", tempfile.mkdtemp(prefix="gatewright-test-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -115,7 +115,7 @@ def test_bad_model_files_give_one_line_and_exit_2(tmp_path: Path, content: bytes
     else:
         assert isinstance(content, bytes)
         path.write_bytes(content)
-    for args in (["inspect", path], ["build", path, "--out", tmp_path / "b"]):
+    for args in (["inspect", path], ["build", path, "--until", "quantize", "--out", tmp_path / "b"]):
         result = run(*args)
         assert result.returncode == 2
         assert result.stderr.startswith(f"error: {path}: ")
@@ -139,7 +139,9 @@ def test_unsupported_operator_error_from_the_cli(tmp_path: Path) -> None:
         (["--bits", "weight=eleven"], "'eleven' is not a fixed-point format"),
         (["--bits", "nolayer.weight=4"], "unknown layer(s) nolayer"),
         (["--target", "ecp9"], "unknown target 'ecp9'"),
-        (["--until", "pnr"], "unknown step 'pnr'"),
+        (["--until", "pnr"], "target generic is RTL and simulation only"),
+        (["--until", "placing"], "unknown step 'placing'"),
+        (["--arch", "systolic"], "unknown architecture 'systolic'"),
         (["--calibration", "missing.npy"], "no such calibration file"),
         (["--precision", "missing.yaml"], "cannot read the precision file"),
     ],
@@ -254,7 +256,9 @@ def test_precision_file_end_to_end(tmp_path: Path, digits) -> None:
     model, calib, _ = digits
     precision = tmp_path / "p.yaml"
     precision.write_text("defaults:\n  weight: 6\nlayers:\n  MatMul1:\n    weight: fixed<10,2>\n    activation: 12\n")
-    result = run("build", model, "--calibration", calib, "--precision", precision, "--out", tmp_path / "b")
+    result = run(
+        "build", model, "--calibration", calib, "--precision", precision, "--until", "quantize", "--out", tmp_path / "b"
+    )
     assert result.returncode == 0, result.stderr
     import json
 

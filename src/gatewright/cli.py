@@ -119,7 +119,9 @@ def inspect(model: ModelArg) -> None:
 def build_command(
     model: ModelArg,
     target: Annotated[str, typer.Option(help=f"One of: {', '.join(TARGETS)}.")] = "generic",
-    until: Annotated[str, typer.Option(help=f"Last step to run: {', '.join(STEPS)}.")] = STEPS[-1],
+    until: Annotated[
+        str | None, typer.Option(help=f"Last step to run: {', '.join(STEPS)} (default: all the target has).")
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Bundle directory (default: MODEL_NAME.TARGET.bundle).")
     ] = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import pytest
 
 from gatewright import devices
 from gatewright.build.bundle import Bundle
-from gatewright.build.pipeline import build
+from gatewright.build.pipeline import build as full_build
 from gatewright.errors import BundleError, GatewrightError, InputDataError
 from gatewright.quant import PrecisionConfig, QuantizedModel
 from tests import onnx_models as om
+
+# these tests are about the quantize step; tests/build/test_hardware_build.py covers the rest
+build = functools.partial(full_build, until="quantize", use_cache=False)
 
 
 @pytest.fixture
@@ -121,8 +125,10 @@ def test_unknown_target_and_step(tmp_path: Path) -> None:
     model_path.write_bytes(om.pytorch_mlp([8, 16, 4]))
     with pytest.raises(GatewrightError, match="unknown target 'ecp6'; choose one of ecp5-25k"):
         build(model_path, tmp_path / "out", target="ecp6")
-    with pytest.raises(GatewrightError, match="unknown step 'synthesis'; this gatewright builds: quantize"):
+    with pytest.raises(GatewrightError, match="unknown step 'synthesis'; the steps are: quantize, rtl, sim, synth"):
         build(model_path, tmp_path / "out", until="synthesis")
+    with pytest.raises(GatewrightError, match="target generic is RTL and simulation only"):
+        build(model_path, tmp_path / "out", until="pnr")
 
 
 def test_fixed_batch_model_builds_and_runs_in_slices(tmp_path: Path) -> None:

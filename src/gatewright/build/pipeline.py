@@ -37,7 +37,7 @@ from gatewright.model import ModelGraph, intake
 from gatewright.model.runtime import OnnxRunner
 from gatewright.quant import Calibration, PrecisionConfig, QuantizedModel, as_batch, calibrate, quantize
 from gatewright.quant.report import QuantReport, as_array, compare_outputs, hardware_report
-from gatewright.targets import Target, get_target
+from gatewright.targets import TARGETS, Target, get_target
 from gatewright.toolchain.pnr import PnrResult
 from gatewright.toolchain.tools import find_tool
 from gatewright.toolchain.tools import tool_versions as toolchain_versions
@@ -184,7 +184,7 @@ def build(
     model: str | Path,
     out: str | Path,
     target: str = "generic",
-    until: str = STEPS[-1],
+    until: str | None = None,
     calibration: str | Path | None = None,
     precision: PrecisionConfig | None = None,
     echo: Callable[[str], None] | None = None,
@@ -198,7 +198,7 @@ def build(
     """
     target_info = get_target(target)
     hardware = hardware or HardwareOptions()
-    if until not in STEPS:
+    if until is not None and until not in STEPS:
         raise GatewrightError(f"unknown step '{until}'; the steps are: {', '.join(STEPS)}")
     if hardware.arch not in ARCHES:
         raise GatewrightError(f"unknown architecture '{hardware.arch}'; choose one of {', '.join(ARCHES)}")
@@ -207,10 +207,12 @@ def build(
     if hardware.reuse is not None and hardware.reuse < 1:
         raise GatewrightError(f"--reuse {hardware.reuse}: the reuse factor is a positive integer")
     log = BuildLog(echo=echo)
-    last = until
-    if not target_info.place_and_route and STEPS.index(until) > STEPS.index("sim"):
-        last = "sim"
-        log.write("build", "note", f"target {target} is RTL and simulation only: the build ends after 'sim'")
+    last = until or (STEPS[-1] if target_info.place_and_route else "sim")
+    if not target_info.place_and_route and STEPS.index(last) > STEPS.index("sim"):
+        raise GatewrightError(
+            f"target {target} is RTL and simulation only: its last step is 'sim', not '{last}'; "
+            f"choose an FPGA target (--target {', '.join(t for t in TARGETS if TARGETS[t].place_and_route)})"
+        )
     steps = STEPS[: STEPS.index(last) + 1]
     model_bytes = _model_bytes(model)
     calibration_bytes = _file_bytes(calibration) if calibration is not None else None
