@@ -130,7 +130,8 @@ def sim_step(
             checked[label] = len(raw)
             if index == 0:
                 latency = runs[0].latency
-                interval = round(runs[0].cycles / (len(raw) - 1)) if len(raw) > 1 else design.interval
+                # cycles = latency + II * (n - 1) for a steady stream
+                interval = round((runs[0].cycles - latency) / (len(raw) - 1)) if len(raw) > 1 else design.interval
     return {
         "bit_exact": True,
         "vectors": checked,
