@@ -176,8 +176,11 @@ def bitstream_step(staging: Path, routed: PnrResult, target: Target) -> Path:
 
 
 def logic_cells(target: Target, synthesized: SynthResult) -> int:
-    """LUT positions synthesis used: on ECP5 each carry cell (CCU2C) takes two."""
-    return synthesized.luts + (2 * synthesized.carries if target.family == "ecp5" else 0)
+    """Logic cells synthesis used: on ECP5 LUT positions, each carry cell (CCU2C) taking two; on
+    iCE40 logic cells, each holding a LUT, its carry and a flip-flop (at least the larger count)."""
+    if target.family == "ecp5":
+        return synthesized.luts + 2 * synthesized.carries
+    return max(synthesized.luts, synthesized.ffs)
 
 
 __all__ = [

@@ -30,7 +30,7 @@ from gatewright.build.bundle import Bundle, write_json, writing
 from gatewright.build.hardware import ARCHES, HardwareOptions
 from gatewright.build.log import BuildLog
 from gatewright.devices.emu import EmulatedModel
-from gatewright.errors import GatewrightError, InputDataError, ModelLoadError
+from gatewright.errors import GatewrightError, InputDataError, ModelLoadError, ToolError
 from gatewright.hw.plan import FitError
 from gatewright.hw.sim import cache_root
 from gatewright.model import ModelGraph, intake
@@ -334,6 +334,26 @@ def _hardware(
             scale *= max(1.25, cells / (TARGET_FILL * target.luts) if cells > estimated else 1.25)
             log.write("synth", "refit", f"{over}: folding further (LUT estimates x{scale:.2f})")
             continue
+        if "pnr" not in steps:
+            break
+        clock_arg = f"--{target.device} --package {target.package} --freq {clock:g}"
+        try:
+            with log.step("pnr", f"nextpnr-{target.family} {clock_arg}") as record:
+                routed = hw_steps.pnr_step(staging, synthesized, target, clock)
+                placed = _placed(target, routed, found["sim"]["latency_cycles"] if "sim" in found else design.latency)
+                record.summary = (
+                    f"{placed['luts']['used']} LUTs, {placed['dsps']['used']} DSPs, Fmax "
+                    + (f"{routed.fmax_mhz:.1f} MHz" if routed.fmax_mhz else "n/a")
+                    + ("" if routed.timing_met else f" (below the {clock:g} MHz constraint)")
+                )
+        except ToolError as exc:
+            unplaceable = "Unable to place" in str(exc) or "no BELs remaining" in str(exc)
+            if not unplaceable or options.arch != "auto" or attempt == MAX_FIT_ATTEMPTS:
+                raise
+            scale *= 1.25
+            log.write("pnr", "refit", f"the design does not place: folding further (LUT estimates x{scale:.2f})")
+            continue
+        found["pnr"] = routed
         break
     design = found["design"]
     architecture = {
@@ -369,16 +389,8 @@ def _hardware(
             "cells": synthesized.cells,
         }
     if "pnr" in steps:
-        with log.step(
-            "pnr", f"nextpnr-{target.family} --{target.device} --package {target.package} --freq {clock:g}"
-        ) as record:
-            routed = hw_steps.pnr_step(staging, found["synth"], target, clock)
-            results.update(_placed(target, routed, results["latency_cycles"]))
-            record.summary = (
-                f"{results['luts']['used']} LUTs, {results['dsps']['used']} DSPs, Fmax "
-                + (f"{routed.fmax_mhz:.1f} MHz" if routed.fmax_mhz else "n/a")
-                + ("" if routed.timing_met else f" (below the {clock:g} MHz constraint)")
-            )
+        routed = found["pnr"]
+        results.update(_placed(target, routed, results["latency_cycles"]))
         if not routed.timing_met:
             log.write(
                 "pnr",
