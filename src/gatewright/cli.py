@@ -147,17 +147,25 @@ def build_command(
     """Build a firmware bundle: quantize, rtl, sim, synth, pnr, bitstream."""
     config = PrecisionConfig.build(precision, bits)
     destination = out_dir or Path(f"{model.stem}.{target}.bundle")
-    bundle, report = build(
-        model,
-        destination,
-        target=target,
-        until=until,
-        calibration=calibration,
-        precision=config,
-        echo=lambda line: err.print(line, highlight=False, markup=False),
-        hardware=HardwareOptions(arch, clock_mhz, reuse),
-        use_cache=not no_cache,
-    )
+    with err.status("building", spinner="dots") as status:  # a live line on a terminal, nothing in a pipe
+
+        def echo(line: str) -> None:
+            err.print(line, highlight=False, markup=False)
+            fields = line.split(maxsplit=4)
+            if len(fields) >= 4 and fields[3] == "start":
+                status.update(f"{fields[2]}: {fields[4] if len(fields) > 4 else ''}", spinner="dots")
+
+        bundle, report = build(
+            model,
+            destination,
+            target=target,
+            until=until,
+            calibration=calibration,
+            precision=config,
+            echo=echo,
+            hardware=HardwareOptions(arch, clock_mhz, reuse),
+            use_cache=not no_cache,
+        )
     if report is not None:
         print_report(report)
     print_results(bundle)
