@@ -85,18 +85,24 @@ def _sklearn_case(name: str, target: str, x: np.ndarray, y: np.ndarray, hidden: 
     return Case(name, target, _export(pipeline, x_train, WORK / f"{name}.onnx"), x_train, x_test, y_test)
 
 
-def make_cases(quick: bool) -> list[Case]:
+def make_cases(quick: bool, only: tuple[str, ...] = ()) -> list[Case]:
     from sklearn.datasets import load_iris, make_classification
 
     from gatewright.demo import train_digits_mlp
 
-    cases = [_sklearn_case("iris 4-8-3", "ice40-up5k", *load_iris(return_X_y=True), (8,))]
-    if quick:
-        return cases
-    model, x_train, x_test, y_test = train_digits_mlp(WORK)
-    digits = Case("digits 64-32-10", COMPARE_TARGET, model, x_train, x_test, y_test)
-    x, y = make_classification(n_samples=4000, n_features=16, n_informative=12, n_classes=5, random_state=0)
-    return [digits, _sklearn_case("synth5 16-64-32-32-5", COMPARE_TARGET, x, y, (64, 32, 32)), *cases]
+    def wanted(name: str) -> bool:
+        return not only or any(part in name for part in only)
+
+    cases = []
+    if not quick and wanted("digits 64-32-10"):
+        model, x_train, x_test, y_test = train_digits_mlp(WORK)
+        cases.append(Case("digits 64-32-10", COMPARE_TARGET, model, x_train, x_test, y_test))
+    if not quick and wanted("synth5 16-64-32-32-5"):
+        x, y = make_classification(n_samples=4000, n_features=16, n_informative=12, n_classes=5, random_state=0)
+        cases.append(_sklearn_case("synth5 16-64-32-32-5", COMPARE_TARGET, x, y, (64, 32, 32)))
+    if wanted("iris 4-8-3"):
+        cases.append(_sklearn_case("iris 4-8-3", "ice40-up5k", *load_iris(return_X_y=True), (8,)))
+    return cases
 
 
 # ----------------------------------------------------------------------------------------------- part 1
@@ -385,7 +391,11 @@ def compare(case: Case, reference: tuple[Path, dict[str, Any]]) -> list[dict[str
     target = TARGETS[COMPARE_TARGET]
     rows: list[dict[str, Any]] = []
     bundle_dir, manifest = reference
-    if manifest["target"] != COMPARE_TARGET or any(s["arch"] != "unrolled" for s in manifest["architecture"]["stages"]):
+    if "luts" not in manifest["results"]:  # --part compare: the gatewright figures come from another run
+        pass
+    elif manifest["target"] != COMPARE_TARGET or any(
+        s["arch"] != "unrolled" for s in manifest["architecture"]["stages"]
+    ):
         auto_weights = (bundle_dir / "quantized.json").read_text()
         try:
             bundle_dir, manifest = gatewright_build(case, "unrolled", COMPARE_TARGET, until="pnr")
@@ -397,7 +407,6 @@ def compare(case: Case, reference: tuple[Path, dict[str, Any]]) -> list[dict[str
         rows.append(row_from_manifest(case, "gatewright unrolled", manifest))
     else:
         rows.append(row_from_manifest(case, "gatewright unrolled (= auto)", manifest))
-    reference_row = rows[-1]
     model = QuantizedModel.load(bundle_dir / "quantized.json")
     clock = float(manifest["results"]["clock_mhz"])
     wrapper = [bundle_dir / "rtl" / "gw_uart.v", bundle_dir / "rtl" / "gw_top.v"]
@@ -439,11 +448,25 @@ def compare(case: Case, reference: tuple[Path, dict[str, Any]]) -> list[dict[str
         lambda w: ({"gw_core.v": passthrough_core(shape.n_in, shape.in_bits, shape.n_out, shape.out_bits)}, 1, False),
         dsp=True,
     )
-    wrapper_row = rows[-1] if rows[-1]["design"] == "wrapper only" and "error" not in rows[-1] else None
-    for row in rows[1:]:
-        row["lut_ratio"] = _ratio(row, reference_row, "luts", wrapper_row)
-        row["ff_ratio"] = _ratio(row, reference_row, "ffs", wrapper_row)
     return rows
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """LUT and FF ratios of each comparison core to gatewright's unrolled design on the same weights."""
+    for model in {row["model"] for row in rows}:
+        mine = [row for row in rows if row["model"] == model and "error" not in row]
+        reference = next((r for r in mine if r["design"].startswith("gatewright unrolled")), None)
+        if reference is None:  # the auto build stands in when every stage is unrolled on the comparison target
+            reference = next(
+                (r for r in mine if r["design"] == "gatewright auto" and r.get("target") == COMPARE_TARGET), None
+            )
+            if reference is not None and set(reference["arch"].split()) != {"unrolled"}:
+                reference = None
+        wrapper = next((r for r in mine if r["design"] == "wrapper only"), None)
+        for row in mine:
+            if reference is not None and row["design"] in ("da4ml bare", "naive (no DSP)"):
+                row["lut_ratio"] = _ratio(row, reference, "luts", wrapper)
+                row["ff_ratio"] = _ratio(row, reference, "ffs", wrapper)
 
 
 def _used(row: dict[str, Any], key: str) -> int | None:
@@ -540,16 +563,40 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="iris on ice40-up5k and its comparison only")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown here")
+    parser.add_argument("--only", nargs="+", default=(), help="only the models whose name contains one of these")
+    parser.add_argument(
+        "--part",
+        choices=("all", "builds", "compare"),
+        default="all",
+        help="builds: part 1 only; compare: part 2 only, its gatewright figures left to a --part builds run",
+    )
+    parser.add_argument("--merge", nargs="+", type=Path, default=(), help="print the rows of these --json files")
     args = parser.parse_args()
+    if args.merge:
+        loaded = [json.loads(path.read_text()) for path in args.merge]
+        rows = [row for data in loaded for row in data["rows"]]
+        add_ratios(rows)
+        markdown = print_table(rows)
+        if args.markdown:
+            args.markdown.write_text(markdown)
+        return
     WORK.mkdir(parents=True, exist_ok=True)
-    cache = WORK / "cache"  # a cold simulator cache, so the sim step's time includes building the simulator
+    cache = (
+        WORK / f"cache-{os.getpid()}"
+    )  # a cold simulator cache, so the sim step's time includes building the simulator
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["GATEWRIGHT_CACHE"] = str(cache.resolve())
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     tools: dict[str, str] = {}
     built: dict[str, tuple[Case, tuple[Path, dict[str, Any]]]] = {}
-    for case in make_cases(args.quick):
+    for case in make_cases(args.quick, tuple(args.only)):
+        if args.part == "compare" and case.target == COMPARE_TARGET:
+            try:
+                built[case.name] = (case, gatewright_build(case, "unrolled", COMPARE_TARGET, until="rtl"))
+            except Exception as exc:
+                rows.append(failed(case, "gatewright unrolled --until rtl", exc))
+            continue
         print(f"=== {case.name} on {case.target}, --arch auto", flush=True)
         try:
             bundle_dir, manifest = gatewright_build(case, "auto", case.target)
@@ -563,9 +610,11 @@ def main() -> None:
         tools.update(manifest.get("tools", {}))
         if case.target == COMPARE_TARGET or args.quick:
             built[case.name] = (case, (bundle_dir, manifest))
-    for case, reference in built.values():
+    for case, reference in built.values() if args.part != "builds" else ():
         print(f"=== {case.name}: same weights, four cores on {COMPARE_TARGET}", flush=True)
         rows += compare(case, reference)
+    shutil.rmtree(cache, ignore_errors=True)
+    add_ratios(rows)
     markdown = print_table(rows)
     elapsed = time.monotonic() - started
     print(f"total {elapsed / 60:.1f} min; tools: {json.dumps(tools)}")

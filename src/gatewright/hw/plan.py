@@ -22,7 +22,9 @@ from gatewright.targets import Target
 LUT_MARGIN = 0.75  # of the target's LUTs for the core: the rest is for the board wrapper and routing
 DSP_MARGIN = 1.0
 UNROLL_LIMIT = 16384  # products per layer beyond which unrolling is not even estimated
-WRAPPER_LUTS = 400  # UART, framing and vector buffers, measured on ECP5 (order of magnitude)
+WRAPPER_LUTS = 400
+# synth_ecp5 LUT positions per da4ml adder bit, measured on the digits 64-32-10 MLP (62,689 / 47,663)
+UNROLLED_LUTS_PER_COST = 1.3  # UART, framing and vector buffers, measured on ECP5 (order of magnitude)
 
 
 class FitError(GatewrightError):
@@ -55,7 +57,7 @@ def estimate(spec: StageSpec, choice: StageChoice, target: Target, unrolled_cost
     layer = spec.dense
     if choice.arch == UNROLLED:
         assert unrolled_cost is not None
-        return Estimate(int(unrolled_cost) + requant, 0, 4)
+        return Estimate(int(unrolled_cost * UNROLLED_LUTS_PER_COST) + requant, 0, 4)
     parallel = choice.parallel
     exact = bits_for_magnitude(layer.accumulator_bound())
     dsps = multiplier_dsps(target, spec.input.bits, layer.weight_format.bits)
