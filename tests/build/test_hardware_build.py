@@ -195,3 +195,17 @@ def test_sim_device_refuses_plain_models_and_quantize_only_bundles(tmp_path: Pat
         with pytest.raises(GatewrightError, match="runs firmware bundles"):
             device.load(model_path)
     assert json.loads((bundle.path / "manifest.json").read_text())["architecture"] is None
+
+
+def test_small_mlp_to_an_ice40_up5k_bitstream(tmp_path: Path) -> None:
+    model_path = tmp_path / "small.onnx"
+    model_path.write_bytes(om.pytorch_mlp([4, 6, 3]))
+    bundle, _ = build(model_path, tmp_path / "up5k", target="ice40-up5k", use_cache=False)
+    results = bundle.manifest["results"]
+    assert results["simulation"]["bit_exact"] is True
+    assert results["luts"]["available"] == 5280 and 0 < results["luts"]["used"] <= 5280
+    assert results["dsps"]["available"] == 8
+    assert results["fmax_mhz"] is None or results["fmax_mhz"] > 5
+    assert bundle.manifest["architecture"]["bitstream"] == "firmware.bin"
+    assert (bundle.path / "firmware.bin").stat().st_size > 50_000
+    assert "icepack" in bundle.manifest["tools"]
