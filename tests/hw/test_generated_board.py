@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from gatewright.build.pipeline import build
 from gatewright.hw import framing
 from gatewright.hw.framing import FrameDecoder, IdentResponse, InferResponse, encode_ident, encode_infer
-from gatewright.toolchain.tools import find_tool
+from gatewright.toolchain.verilator import build_simulator
 from tests import onnx_models as om
 from tests.hw.test_board_wrapper import Board
 
@@ -36,18 +35,21 @@ def test_generated_core_behind_the_uart_matches_the_golden_vectors(tmp_path: Pat
     for name in sources:
         shutil.copy(rtl / name, work / name)
     shutil.copy(Path(framing.__file__).parent / "rtl" / "uart_bridge.cpp", work / "uart_bridge.cpp")
-    argv = [
-        *find_tool("verilator"), "--cc", "--exe", "--build", "-O2", "-j", "2", "-Wno-fatal", "-Wno-lint",
-        "-Wno-style", "--top-module", "gw_board", f"-GN_IN={n_in}", f"-GIN_BITS={in_bits}", f"-GN_OUT={n_out}",
-        f"-GOUT_BITS={out_bits}", f"-GCLKS_PER_BIT={CLKS_PER_BIT}", f"-GDESIGN_ID=32'h{design_id:08x}",
-        *sources, "uart_bridge.cpp", "-CFLAGS", f"-DGW_CLKS_PER_BIT={CLKS_PER_BIT}", "--Mdir", "obj", "-o", "bridge",
-    ]  # fmt: skip
-    proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    params = [f"-GN_IN={n_in}", f"-GIN_BITS={in_bits}", f"-GN_OUT={n_out}", f"-GOUT_BITS={out_bits}"]
+    params += [f"-GCLKS_PER_BIT={CLKS_PER_BIT}", f"-GDESIGN_ID=32'h{design_id:08x}"]
+    binary = build_simulator(
+        work,
+        [work / name for name in sources],
+        "gw_board",
+        [work / "uart_bridge.cpp"],
+        "bridge",
+        work / "verilator.log",
+        extra_args=["-Wno-lint", "-Wno-style", *params, "-CFLAGS", f"-DGW_CLKS_PER_BIT={CLKS_PER_BIT}"],
+    )
 
     golden = bundle.golden()
     raw, expected = golden["hw.input_raw"], golden["hw.output_raw"]
-    board = Board(work / "obj" / "bridge")
+    board = Board(binary)
     board.decoder = FrameDecoder(n_out, out_bits)
     try:
         board.send(encode_ident())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,17 +20,21 @@ def verilator_version() -> str:
     return tool_versions(["verilator"])["verilator"]
 
 
-def _pch_fix(script: Path) -> list[str]:
-    """The PyPI wheel's verilated.mk was generated with an empty ``CFG_CXXFLAGS_PCH_I`` (it should be
-    ``-include``), so any design large enough for precompiled headers fails to compile; set it."""
+def _make_fixes(script: Path) -> list[str]:
+    """Make variables that repair the PyPI wheel's verilated.mk: it was generated with an empty
+    ``CFG_CXXFLAGS_PCH_I`` (it should be ``-include``), so any design large enough for precompiled
+    headers fails to compile, and it runs ``python``, which many systems (Debian) do not have."""
     makefile = script.resolve().parent.parent / "include" / "verilated.mk"
     try:
         text = makefile.read_text(encoding="utf-8")
     except OSError:
         return []
+    fixes = []
     if "CFG_CXXFLAGS_PCH_I = \n" in text and "CFG_GCH_IF_CLANG = \n" in text:
-        return ["-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
-    return []
+        fixes.append("CFG_CXXFLAGS_PCH_I=-include")
+    if "\nPYTHON3 = python\n" in text:
+        fixes.append(f"PYTHON3={sys.executable}")
+    return ["-MAKEFLAGS", " ".join(fixes)] if fixes else []
 
 
 def build_simulator(
@@ -64,7 +69,7 @@ def build_simulator(
     tool = find_tool("verilator")
     argv = [
         *tool,
-        *_pch_fix(Path(tool[0])),
+        *_make_fixes(Path(tool[0])),
         "--cc",
         "--exe",
         "--build",
