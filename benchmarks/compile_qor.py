@@ -12,7 +12,9 @@ gatewright ``--arch unrolled``; da4ml's own flow for the whole network (trace, `
 design (constant multiplications summed, one register per layer and one at the output); and a pass-through
 core that measures the wrapper alone. da4ml and naive cores accept an input every cycle and ignore
 ``out_ready`` (fine for resources, not for a board). Both are checked with Verilator against the emulator.
-``--quick``: the iris model only, and the comparison on its weights.
+``--quick``: the iris model only, and the comparison on its weights. ``--only``, ``--part``, ``--designs``
+split the work over several processes (two cores run two place-and-route jobs at once); ``--merge`` prints
+the table of their ``--json`` files together.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ WORK = Path("test-artifacts/compile-qor")  # ignored by git; YoWASP tools cannot
 STEPS = ("quantize", "rtl", "sim", "synth", "pnr", "bitstream")
 COMPARE_TARGET = "ecp5-85k"
 TOOL_TIMEOUT = 1800.0
+DESIGNS = ("da4ml", "naive", "wrapper")
 PNR_BELS = {
     "ecp5": {"luts": "TRELLIS_COMB", "dsps": "MULT18X18D", "brams": "DP16KD"},
     "ice40": {"luts": "ICESTORM_LC", "dsps": "ICESTORM_DSP", "brams": "ICESTORM_RAM"},
@@ -297,7 +300,7 @@ def da4ml_core(model: QuantizedModel, cutoff: float, workdir: Path) -> tuple[dic
         elif activation is not None:
             raise NotImplementedError("clip in the da4ml flow")
         x = y
-    comb = comb_trace(inp, x)
+    comb = comb_trace(inp, x, keep_dead_inputs=True)  # inputs no weight uses stay ports
     project = workdir / "da4ml"
     shutil.rmtree(project, ignore_errors=True)
     VerilogModel(comb, "da4ml_net", project, latency_cutoff=cutoff, print_latency=False).write()
@@ -386,13 +389,15 @@ def synth_and_route(workdir: Path, sources: list[Path], target: Target, clock: f
     }
 
 
-def compare(case: Case, reference: tuple[Path, dict[str, Any]]) -> list[dict[str, Any]]:
+def compare(
+    case: Case, reference: tuple[Path, dict[str, Any]], designs: tuple[str, ...] = DESIGNS
+) -> list[dict[str, Any]]:
     """gatewright unrolled, da4ml bare, naive, and the wrapper alone on ``case``'s weights on ecp5-85k."""
     target = TARGETS[COMPARE_TARGET]
     rows: list[dict[str, Any]] = []
     bundle_dir, manifest = reference
-    if "luts" not in manifest["results"]:  # --part compare: the gatewright figures come from another run
-        pass
+    if "luts" not in manifest["results"]:  # --part compare: the gatewright figures come from a --part builds run
+        print("    gatewright's own figures: from the --part builds run (--merge)", flush=True)
     elif manifest["target"] != COMPARE_TARGET or any(
         s["arch"] != "unrolled" for s in manifest["architecture"]["stages"]
     ):
@@ -408,13 +413,15 @@ def compare(case: Case, reference: tuple[Path, dict[str, Any]]) -> list[dict[str
     else:
         rows.append(row_from_manifest(case, "gatewright unrolled (= auto)", manifest))
     model = QuantizedModel.load(bundle_dir / "quantized.json")
-    clock = float(manifest["results"]["clock_mhz"])
+    clock = float(manifest["architecture"]["clock_mhz"])
     wrapper = [bundle_dir / "rtl" / "gw_uart.v", bundle_dir / "rtl" / "gw_top.v"]
     arch = manifest["architecture"]
     shape = sim.SimShape(arch["n_in"], arch["in_bits"], arch["n_out"], arch["out_bits"])
     cutoff = latency_cutoff(target, clock)
 
     def variant(design: str, make: Any, dsp: bool) -> None:
+        if design.split()[0] not in designs:
+            return
         workdir = WORK / f"{case.name.split()[0]}-{COMPARE_TARGET}-{design.split()[0]}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -536,7 +543,7 @@ def cells(row: dict[str, Any]) -> list[str]:
         "ii": str(row.get("ii", "")),
         "bit_exact": {True: "yes", None: ""}.get(row.get("bit_exact"), str(row.get("bit_exact"))),
         "accuracy": (f"{row['float_accuracy']:.2%} / {row['quant_accuracy']:.2%}" if "float_accuracy" in row else ""),
-        "steps": " ".join(str(steps.get(s, "-")) for s in STEPS)
+        "steps": " ".join(f"{steps[s]:.1f}" if s in steps else "-" for s in STEPS)
         if "quantize" in steps
         else " ".join(f"{k} {v}" for k, v in steps.items()),
     }
@@ -570,6 +577,7 @@ def main() -> None:
         default="all",
         help="builds: part 1 only; compare: part 2 only, its gatewright figures left to a --part builds run",
     )
+    parser.add_argument("--designs", nargs="+", choices=DESIGNS, default=DESIGNS, help="which comparison cores")
     parser.add_argument("--merge", nargs="+", type=Path, default=(), help="print the rows of these --json files")
     args = parser.parse_args()
     if args.merge:
@@ -612,7 +620,7 @@ def main() -> None:
             built[case.name] = (case, (bundle_dir, manifest))
     for case, reference in built.values() if args.part != "builds" else ():
         print(f"=== {case.name}: same weights, four cores on {COMPARE_TARGET}", flush=True)
-        rows += compare(case, reference)
+        rows += compare(case, reference, tuple(args.designs))
     shutil.rmtree(cache, ignore_errors=True)
     add_ratios(rows)
     markdown = print_table(rows)
