@@ -54,11 +54,12 @@ def clock_mhz(target: Target, options: HardwareOptions) -> float:
 
 def latency_cutoff(target: Target, clock: float) -> float:
     """Adder levels per pipeline stage of an unrolled layer (da4ml's latency unit), by clock."""
-    # measured: a da4ml adder level costs about 3 ns on ECP5 (with routing), 6 ns on iCE40
+    # measured: a da4ml adder level costs about 3 ns on ECP5 (with routing), over 10 ns on an
+    # iCE40 UP5K (5 levels reached 18 MHz)
     if target.family == "ecp5":
         return float(max(1, math.floor(280.0 / clock)))
     if target.family == "ice40":
-        return float(max(1, math.floor(140.0 / clock)))
+        return float(max(1, math.floor(60.0 / clock)))
     return 4.0
 
 

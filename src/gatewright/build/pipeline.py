@@ -340,7 +340,8 @@ def _hardware(
         try:
             with log.step("pnr", f"nextpnr-{target.family} {clock_arg}") as record:
                 routed = hw_steps.pnr_step(staging, synthesized, target, clock)
-                placed = _placed(target, routed, found["sim"]["latency_cycles"] if "sim" in found else design.latency)
+                latency = found["sim"]["latency_cycles"] if "sim" in found else design.latency
+                placed = _placed(target, routed, latency, synthesized.ffs)
                 record.summary = (
                     f"{placed['luts']['used']} LUTs, {placed['dsps']['used']} DSPs, Fmax "
                     + (f"{routed.fmax_mhz:.1f} MHz" if routed.fmax_mhz else "n/a")
@@ -390,7 +391,7 @@ def _hardware(
         }
     if "pnr" in steps:
         routed = found["pnr"]
-        results.update(_placed(target, routed, results["latency_cycles"]))
+        results.update(_placed(target, routed, results["latency_cycles"], found["synth"].ffs))
         if not routed.timing_met:
             log.write(
                 "pnr",
@@ -424,7 +425,7 @@ def _keep_logs(staging: Path, out: Path, log: BuildLog) -> Path | None:
     return kept
 
 
-def _placed(target: Target, routed: PnrResult, latency_cycles: int) -> dict[str, Any]:
+def _placed(target: Target, routed: PnrResult, latency_cycles: int, ffs: int) -> dict[str, Any]:
     """LUT, FF, DSP and block RAM used / available, Fmax and latency from nextpnr's report."""
     kinds = {
         "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D", "brams": "DP16KD"},
@@ -435,6 +436,8 @@ def _placed(target: Target, routed: PnrResult, latency_cycles: int) -> dict[str,
         use = routed.utilization.get(bel)
         placed[name] = {"used": use.used if use else 0, "available": use.available if use else 0}
     fmax = routed.fmax_mhz
+    if target.family == "ice40":  # a logic cell holds a LUT and a flip-flop: count flip-flops from synthesis
+        placed["ffs"] = {"used": ffs, "available": placed["luts"]["available"]}
     placed["fmax_mhz"] = None if fmax is None else round(fmax, 2)
     placed["clock_mhz"] = routed.clock_mhz
     placed["timing_met"] = routed.timing_met
