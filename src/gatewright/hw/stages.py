@@ -142,6 +142,46 @@ def _pipeline_valid(lines: list[str], depth: int) -> None:
     ]
 
 
+def _queued_output(lines: list[str], depth: int, width: int) -> int:
+    """A datapath that never stalls, with an output queue that holds every result until it is taken.
+
+    The wide pipeline registers get no clock enable (a stall signal fanning out to thousands of
+    flip-flops is what made large designs slow to route and to clock); ``in_ready`` only counts the
+    queue slots still free, so it does not depend on ``out_ready`` combinationally either. Returns
+    the stage's latency: the pipeline plus one cycle through the queue.
+    """
+    slots = depth + 2  # the pipeline, the queue head being taken, and one more: full speed at II = 1
+    bits = max(1, (slots - 1).bit_length())
+    count_bits = slots.bit_length()
+    lines += [
+        "wire take = in_valid & in_ready;",
+        f"reg [{depth - 1}:0] vld;",
+        "always @(posedge clk)",
+        f"    if (rst) vld <= {depth}'b0;",
+        "    else vld <= " + (f"{{vld[{depth - 2}:0], take}};" if depth > 1 else "take;"),
+        f"reg [{width - 1}:0] queue [0:{slots - 1}];",
+        f"reg [{bits - 1}:0] wr, rd;",
+        f"reg [{count_bits - 1}:0] count, pending;  // results queued; vectors accepted and not yet taken",
+        f"wire push = vld[{depth - 1}];",
+        "wire pop = out_valid & out_ready;",
+        f"assign out_valid = (count != {count_bits}'d0);",
+        "assign out_data = queue[rd];",
+        f"assign in_ready = (pending < {count_bits}'d{slots});",
+        "always @(posedge clk) begin",
+        "    if (push) queue[wr] <= out_q;",
+        "    if (rst) begin",
+        "        wr <= 0; rd <= 0; count <= 0; pending <= 0;",
+        "    end else begin",
+        f"        if (push) wr <= (wr == {bits}'d{slots - 1}) ? {bits}'d0 : wr + 1'b1;",
+        f"        if (pop) rd <= (rd == {bits}'d{slots - 1}) ? {bits}'d0 : rd + 1'b1;",
+        "        count <= count + push - pop;",
+        "        pending <= pending + take - pop;",
+        "    end",
+        "end",
+    ]
+    return depth + 1
+
+
 def elementwise(spec: StageSpec) -> StageRTL:
     """Activations alone, one register."""
     bits = spec.input.bits
@@ -190,7 +230,9 @@ def unrolled(spec: StageSpec, latency_cutoff: float) -> StageRTL:
     files: dict[str, str] = {}
     lines = _header(spec.name, spec)
     depth = len(stages) + 2  # input register, one register after each da4ml stage, output register
-    _pipeline_valid(lines, depth)
+    out_width = spec.n_out * spec.output.bits
+    lines.append(f"reg [{out_width - 1}:0] out_q;")
+    latency = _queued_output(lines, depth, out_width)
     widths = [sum(sum(minimal_kif(q)) for q in s.inp_qint) for s in stages]
     widths.append(sum(sum(minimal_kif(q)) for q in stages[-1].out_qint))
     assert widths[0] == spec.n_in * spec.input.bits, "da4ml must take the inputs as declared"
@@ -201,10 +243,10 @@ def unrolled(spec: StageSpec, latency_cutoff: float) -> StageRTL:
             f"reg [{widths[i] - 1}:0] p{i};",
             f"wire [{widths[i + 1] - 1}:0] q{i};",
             f"{module} u_cmvm{i} (.model_inp(p{i}), .model_out(q{i}));",
-            f"always @(posedge clk) if (ce) p{i} <= " + ("in_data;" if i == 0 else f"q{i - 1};"),
+            f"always @(posedge clk) p{i} <= " + ("in_data;" if i == 0 else f"q{i - 1};"),
         ]
     last = len(stages) - 1
-    lines += [f"reg [{widths[-1] - 1}:0] sums;", f"always @(posedge clk) if (ce) sums <= q{last};"]
+    lines += [f"reg [{widths[-1] - 1}:0] sums;", f"always @(posedge clk) sums <= q{last};"]
 
     out = Emitter("r_")
     exact = _exact_width(layer)
@@ -230,13 +272,11 @@ def unrolled(spec: StageSpec, latency_cutoff: float) -> StageRTL:
         results.append(_finish(out, spec, requantize(out, value, exact, layer.accumulator, layer.output)))
     lines += out.lines
     lines += [
-        f"reg [{spec.n_out * spec.output.bits - 1}:0] out_q;",
-        "always @(posedge clk) if (ce) out_q <= {" + ", ".join(reversed(results)) + "};",
-        "assign out_data = out_q;",
+        "always @(posedge clk) out_q <= {" + ", ".join(reversed(results)) + "};",
         "endmodule",
     ]
     files[f"{spec.name}.v"] = "\n".join(lines) + "\n"
-    return StageRTL(spec, UNROLLED, 0, depth, 1, files, float(comb.cost))
+    return StageRTL(spec, UNROLLED, 0, latency, 1, files, float(comb.cost))
 
 
 def folded_timing(n_in: int, n_out: int, parallel: int) -> tuple[int, int]:
