@@ -180,6 +180,7 @@ def test_bad_hardware_options_are_refused(tmp_path: Path) -> None:
         (HardwareOptions("pipelined"), "unknown architecture 'pipelined'"),
         (HardwareOptions(clock_mhz=-5), "--clock-mhz -5"),
         (HardwareOptions("folded", reuse=0), "--reuse 0"),
+        (HardwareOptions("auto", reuse=8), "--arch auto does not use it"),
     ):
         with pytest.raises(GatewrightError, match=message):
             build(model_path, tmp_path / "x", hardware=options)

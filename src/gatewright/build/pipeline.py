@@ -29,10 +29,10 @@ from gatewright.build import hardware as hw_steps
 from gatewright.build.bundle import Bundle, write_json, writing
 from gatewright.build.hardware import ARCHES, HardwareOptions
 from gatewright.build.log import BuildLog
+from gatewright.cache import cache_root
 from gatewright.devices.emu import EmulatedModel
 from gatewright.errors import GatewrightError, InputDataError, ModelLoadError, ToolError
 from gatewright.hw.plan import FitError
-from gatewright.hw.sim import cache_root
 from gatewright.model import ModelGraph, intake
 from gatewright.model.runtime import OnnxRunner
 from gatewright.quant import Calibration, PrecisionConfig, QuantizedModel, as_batch, calibrate, quantize
@@ -79,7 +79,8 @@ def _tool_versions_cached(names: list[str]) -> dict[str, str]:
         known = {}
     changed = False
     for name in names:
-        executable = Path(shutil.which(find_tool(name)[0]) or find_tool(name)[0])
+        program = find_tool(name)[0]
+        executable = Path(shutil.which(program) or program)
         try:
             stat = executable.stat()
             fingerprint = f"{name}|{executable}|{stat.st_size}|{stat.st_mtime_ns}"
@@ -206,6 +207,11 @@ def build(
         raise GatewrightError(f"--clock-mhz {hardware.clock_mhz}: give a frequency between 0 and 1000 MHz")
     if hardware.reuse is not None and hardware.reuse < 1:
         raise GatewrightError(f"--reuse {hardware.reuse}: the reuse factor is a positive integer")
+    if hardware.reuse is not None and hardware.arch != "folded":
+        raise GatewrightError(
+            f"--reuse sets how folded layers share their multipliers; --arch {hardware.arch} does not use it "
+            "(add --arch folded, or leave --reuse out and let --arch auto choose)"
+        )
     log = BuildLog(echo=echo)
     last = until or (STEPS[-1] if target_info.place_and_route else "sim")
     if not target_info.place_and_route and STEPS.index(last) > STEPS.index("sim"):
@@ -214,8 +220,8 @@ def build(
             f"choose an FPGA target (--target {', '.join(t for t in TARGETS if TARGETS[t].place_and_route)})"
         )
     steps = STEPS[: STEPS.index(last) + 1]
-    model_bytes = _model_bytes(model)
-    calibration_bytes = _file_bytes(calibration) if calibration is not None else None
+    model_bytes = _read(model, "model file", ModelLoadError)
+    calibration_bytes = _read(calibration, "calibration file", InputDataError) if calibration is not None else None
     tools = tool_versions(steps, target_info)
     options = {
         "precision": (precision or PrecisionConfig()).to_json(),
@@ -454,22 +460,14 @@ def _overflow(target: Target, cells: int, dsps: int) -> str:
     return ", ".join(problems)
 
 
-def _model_bytes(model: str | Path) -> bytes:
-    try:
-        return Path(model).read_bytes()
-    except FileNotFoundError:
-        raise ModelLoadError(f"{model}: no such file") from None
-    except OSError as exc:
-        raise ModelLoadError(f"{model}: cannot read it ({exc.strerror})") from None
-
-
-def _file_bytes(path: str | Path) -> bytes:
+def _read(path: str | Path, what: str, error: type[GatewrightError]) -> bytes:
+    """A file's bytes for the cache key, or ``error`` saying why it cannot be read."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise InputDataError(f"{path}: no such calibration file") from None
+        raise error(f"{path}: no such {what}") from None
     except OSError as exc:
-        raise InputDataError(f"{path}: cannot read it ({exc.strerror})") from None
+        raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
 def cache_key(model_sha256: str, target: str, options: dict[str, Any], tools: dict[str, str]) -> str:

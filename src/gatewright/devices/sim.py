@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from gatewright.build.bundle import Bundle
+from gatewright.cache import cache_root
 from gatewright.devices.base import Device, DeviceInfo, Model
 from gatewright.devices.emu import EmulatedModel
-from gatewright.errors import BundleError, DeviceError, InputDataError
+from gatewright.errors import BundleError, DeviceError
 from gatewright.hw import sim
+from gatewright.quant.emulator import reject_nan
 
 
 class SimulatedModel(EmulatedModel):
@@ -43,17 +45,14 @@ class SimulatedModel(EmulatedModel):
             raise BundleError(f"{design_file}: unreadable design description ({exc}); rebuild the bundle") from None
         model = super().from_bundle(bundle)
         assert isinstance(model, SimulatedModel)
-        log = sim.cache_root() / "sim" / "last-build.log"
+        log = cache_root() / "sim" / "last-build.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         binary, _ = sim.build(rtl_dir, sources, shape, log)
         model.simulator = sim.Simulator(binary, shape)
         return model
 
     def hardware_output(self, x: np.ndarray) -> np.ndarray:
-        prepared = np.asarray(x)
-        if np.issubdtype(prepared.dtype, np.floating) and np.isnan(prepared).any():
-            row = int(np.argwhere(np.isnan(prepared.reshape(len(prepared), -1)))[0][0])
-            raise InputDataError(f"input sample {row} contains NaN: fixed-point data must be finite numbers")
+        reject_nan(np.asarray(x, dtype=np.float64).reshape(len(x), -1))  # NaN has no fixed-point value
         raw = np.asarray(self.emulator.quantize_input(x), dtype=np.int64)
         result = self.simulator.run(raw)
         self.cycles = result.cycles

@@ -16,17 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gatewright.cache import cache_root
 from gatewright.errors import DeviceError
 from gatewright.hw.core import CORE, STATIC_RTL
 
 HARNESS = STATIC_RTL / "sim_harness.cpp"
 REQUEST, RESPONSE = 0x51535747, 0x52535747
 BINARY = "gw_sim"
-
-
-def cache_root() -> Path:
-    """Where compiled simulators live (``GATEWRIGHT_CACHE`` or ``~/.cache/gatewright``)."""
-    return Path(os.environ.get("GATEWRIGHT_CACHE") or Path.home() / ".cache" / "gatewright")
 
 
 @dataclass(frozen=True)
@@ -167,4 +163,4 @@ def open_simulator(rtl_dir: Path, sources: list[str], shape: SimShape, log_path:
     return Simulator(binary, shape)
 
 
-__all__ = ["SimResult", "SimShape", "Simulator", "build", "cache_root", "open_simulator"]
+__all__ = ["SimResult", "SimShape", "Simulator", "build", "open_simulator"]

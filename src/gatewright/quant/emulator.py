@@ -131,10 +131,10 @@ class Emulator:
             return np.multiply(raw, math.ldexp(1.0, -self.output_format.frac), dtype=np.float64).astype(dtype)
         quantized = self.quantize_input(x)
         if self._plan is None:  # the exact path casts to integers: look for NaN before that
-            _reject_nan(quantized)
+            reject_nan(quantized)
         raw = self.run_raw(quantized)
         if self._plan is not None:  # NaN reaches the (smaller) output of the fast path
-            _reject_nan(raw)
+            reject_nan(raw)
         # scale in float64 (exact, and 2^-frac may not exist in a narrower type), then round once
         value = np.multiply(raw, math.ldexp(1.0, -self.output_format.frac), dtype=np.float64)
         return value if dtype is np.float64 else value.astype(dtype)
@@ -153,7 +153,7 @@ class Emulator:
         return trace
 
 
-def _reject_nan(values: np.ndarray) -> None:
+def reject_nan(values: np.ndarray) -> None:
     if np.isnan(values).any():
         row = int(np.argwhere(np.isnan(values))[0][0])
         raise InputDataError(f"input sample {row} contains NaN: fixed-point data must be finite numbers")
