@@ -8,6 +8,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "error: gatewright needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
   exit 2
 fi
+# Verilator builds simulators with a C++ compiler, make and perl; install them where they are missing
+missing=""
+for tool in c++ make perl; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+if [ -n "$missing" ]; then
+  echo "setup: installing build tools for simulation (missing:$missing)" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq g++ make perl >/dev/null \
+    || { echo "error: install a C++ compiler, make and perl (Debian: apt-get install g++ make perl)" >&2; exit 2; }
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
