@@ -31,3 +31,14 @@ class DeviceError(GatewrightError):
 
 class ToolError(GatewrightError):
     """An external tool (yosys, nextpnr, a packer, verilator) is missing or failed."""
+
+
+class InferenceError(DeviceError):
+    """One inference failed on the device; the device and its other models keep working.
+
+    ``status`` names the failure as gRPC does: "internal" (the backend failed), "unavailable" (the
+    device or agent cannot be reached), "deadline_exceeded" (no answer in time)."""
+
+    def __init__(self, message: str, status: str = "internal") -> None:
+        super().__init__(message)
+        self.status = status

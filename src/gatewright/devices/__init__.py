@@ -1,19 +1,32 @@
 """Devices: one API for every place a model runs (see ``gatewright.devices.base``).
 
 Backends register under the entry-point group ``gatewright.devices``; the environment variable
-``GATEWRIGHT_DEVICES`` (comma-separated kinds) restricts which are used.
+``GATEWRIGHT_DEVICES`` (comma-separated kinds) restricts which are used. A URI names a device:
+``emu``, ``sim``, ``cpu``, ``noop``, ``board:ulx3s?port=/dev/ttyUSB0``, ``remote://host:port/sim``.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 from importlib.metadata import entry_points
+from typing import Any
 
-from gatewright.devices.base import Device, DeviceInfo, Model
-from gatewright.errors import DeviceError
+from gatewright.devices.base import (
+    Device,
+    DeviceInfo,
+    Model,
+    ModelInfo,
+    Op,
+    QueuePair,
+    SelftestResult,
+    TensorInfo,
+)
+from gatewright.errors import DeviceError, GatewrightError
 
 ENTRY_POINT_GROUP = "gatewright.devices"
+log = logging.getLogger("gatewright")
 
 
 def backends() -> dict[str, type[Device]]:
@@ -27,25 +40,50 @@ def backends() -> dict[str, type[Device]]:
     return found
 
 
+def kind_of(uri: str) -> str:
+    """The backend a URI names: the part before ``:`` (``remote://...`` is ``remote``)."""
+    return uri.split(":", 1)[0]
+
+
 def list() -> builtins.list[DeviceInfo]:
-    """Every device that can be opened here, with its capabilities."""
+    """Every device that can be opened here, with its capabilities. A device that does not answer
+    (an agent that is down, a board that is unplugged) is left out with a warning."""
     infos = []
-    for kind, backend in sorted(backends().items()):
-        with backend(kind) as device:
-            infos.append(device.info())
+    for _, backend in sorted(backends().items()):
+        for uri in backend.discover():
+            try:
+                with backend(uri) as device:
+                    infos.append(device.info())
+            except GatewrightError as exc:
+                log.warning("device %s left out: %s", uri, exc)
     return infos
 
 
-def open(uri: str) -> Device:
-    """Open a device by URI: ``emu``, ``cpu``, ..."""
-    kind = uri.split(":", 1)[0]
+def open(uri: str, **options: Any) -> Device:
+    """Open a device by URI: ``emu``, ``cpu``, ``sim``, ``noop``, ``board:NAME?port=...``,
+    ``remote://host:port/KIND``. Options go to the backend (``token=`` for ``remote``)."""
+    kind = kind_of(uri)
     available = backends()
     if kind not in available:
         raise DeviceError(
             f"unknown device '{uri}'; available here: {', '.join(sorted(available)) or 'none'}"
             + (" (restricted by GATEWRIGHT_DEVICES)" if os.environ.get("GATEWRIGHT_DEVICES") else "")
         )
-    return available[kind](uri)
+    return available[kind](uri, **options)
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Device", "DeviceInfo", "Model", "backends", "list", "open"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Device",
+    "DeviceInfo",
+    "Model",
+    "ModelInfo",
+    "Op",
+    "QueuePair",
+    "SelftestResult",
+    "TensorInfo",
+    "backends",
+    "kind_of",
+    "list",
+    "open",
+]

@@ -8,11 +8,14 @@ from typing import Any
 
 from gatewright.build.bundle import Bundle
 from gatewright.devices.base import Device, DeviceInfo, Model
+from gatewright.errors import DeviceError
 from gatewright.model import load_model
 from gatewright.model.runtime import OnnxRunner
 
 
 class CpuModel(Model):
+    concurrent = True  # an onnxruntime session runs calls from several threads at once
+
     def __init__(self, source: bytes, label: str) -> None:
         loaded = load_model(source, label)
         super().__init__(loaded.name, loaded.inputs, loaded.outputs)
@@ -20,6 +23,16 @@ class CpuModel(Model):
 
     def _infer(self, feeds: dict[str, Any]) -> dict[str, Any]:
         return self.runner.run(feeds)
+
+    def update_params(self, source: str | Path | bytes) -> None:
+        """Run a retrained model with the same inputs and outputs from now on."""
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        loaded = load_model(data, "update" if isinstance(source, bytes) else str(source))
+        if (loaded.inputs, loaded.outputs) != (self.inputs, self.outputs):
+            raise DeviceError(
+                f"{self.id}: the new model's inputs or outputs differ from the loaded one's; load it as a new model"
+            )
+        self.runner = OnnxRunner(data, loaded.fixed_batch)
 
 
 class CpuDevice(Device):

@@ -10,10 +10,12 @@ import numpy as np
 
 from gatewright.build.bundle import Bundle
 from gatewright.devices.base import Device, DeviceInfo, Model
-from gatewright.errors import BundleError
+from gatewright.errors import BundleError, DeviceError, PrecisionError
 from gatewright.model.ir import TensorSpec
 from gatewright.model.runtime import OnnxRunner
+from gatewright.quant.calibrate import with_new_weights
 from gatewright.quant.emulator import Emulator
+from gatewright.quant.fixed import FixedFormat
 from gatewright.quant.qir import QuantizedModel
 
 log = logging.getLogger("gatewright")
@@ -43,11 +45,13 @@ class EmulatedModel(Model):
         # spin on the cores that the emulator's BLAS products need next.
         self.host = OnnxRunner(host_model, fixed_batch, threads=1) if host_model else None
         self.host_inputs = tuple(split["host"].get("inputs", ()))
+        self.golden_vectors: dict[str, np.ndarray] | None = None
+        self.host_bytes = host_model
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> EmulatedModel:
         try:
-            return cls(
+            model = cls(
                 bundle.name,
                 bundle.inputs,
                 bundle.outputs,
@@ -56,10 +60,41 @@ class EmulatedModel(Model):
                 bundle.host_model(),
                 bundle.fixed_batch,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            model.golden_vectors = bundle.golden()
+        except (KeyError, TypeError, ValueError, OSError) as exc:
             raise BundleError(
                 f"{bundle.path}: the bundle is damaged ({type(exc).__name__}: {exc}); rebuild it"
             ) from None
+        return model
+
+    @property
+    def source_kind(self) -> str:
+        return "bundle" if self.golden_vectors is not None else "onnx"
+
+    def formats(self) -> dict[str, FixedFormat]:
+        return {self.hw_input: self.emulator.input_format, self.boundary: self.emulator.output_format}
+
+    def _quantize_input(self, name: str, values: np.ndarray) -> np.ndarray:
+        if name == self.hw_input:  # the device's own path: input affine, then RND and SAT
+            return self.emulator.quantize_input(values)
+        return super()._quantize_input(name, values)
+
+    def _golden(self) -> dict[str, np.ndarray] | None:
+        return self.golden_vectors
+
+    def update_params(self, source: str | Path | bytes) -> None:
+        """Take the weights of a retrained model of the same structure, in the formats already chosen."""
+        from gatewright.model import intake
+
+        graph = intake(source)
+        if graph.host.model != self.host_bytes:
+            raise DeviceError(f"{self.id}: the new model's host part differs; rebuild the bundle for it")
+        try:
+            updated = with_new_weights(self.emulator.model, graph.hardware)
+        except PrecisionError as exc:
+            raise DeviceError(f"{self.id}: cannot take the new weights in place: {exc}") from None
+        with self._lock:
+            self.emulator = Emulator(updated)
 
     def hardware_output(self, x: np.ndarray) -> np.ndarray:
         """The hardware part's output tensor, dequantized to the dtype and layout the model declares."""

@@ -25,7 +25,6 @@ class SimulatedModel(EmulatedModel):
     """The emulated model with the hardware part replaced by the simulated RTL."""
 
     simulator: sim.Simulator
-    cycles = 0  # simulated cycles of the last call, first input to last output
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SimulatedModel:
@@ -55,10 +54,13 @@ class SimulatedModel(EmulatedModel):
         reject_nan(np.asarray(x, dtype=np.float64).reshape(len(x), -1))  # NaN has no fixed-point value
         raw = np.asarray(self.emulator.quantize_input(x), dtype=np.int64)
         result = self.simulator.run(raw)
-        self.cycles = result.cycles
+        self.last_cycles = result.cycles
         scale = math.ldexp(1.0, -self.emulator.output_format.frac)
         value = np.multiply(result.outputs, scale, dtype=np.float64).astype(self.boundary_dtype)
         return value.T if self.transposed else value
+
+    def update_params(self, source: str | Path | bytes) -> None:
+        Model.update_params(self, source)  # the weights are constants of the simulated RTL
 
     def close(self) -> None:
         self.simulator.close()
@@ -85,13 +87,6 @@ class SimDevice(Device):
             )
         return SimulatedModel.from_bundle(source)
 
-    def unload(self, model: Model) -> None:
-        super().unload(model)
+    def _release(self, model: Model) -> None:
         if isinstance(model, SimulatedModel):
             model.close()
-
-    def close(self) -> None:
-        for model in self.models:
-            if isinstance(model, SimulatedModel):
-                model.close()
-        super().close()

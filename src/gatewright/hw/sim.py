@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gatewright.cache import cache_root
-from gatewright.errors import DeviceError
+from gatewright.errors import InferenceError
 from gatewright.hw.core import CORE, STATIC_RTL
 
 HARNESS = STATIC_RTL / "sim_harness.cpp"
@@ -126,11 +126,13 @@ class Simulator:
                 magic, got, cycles, latency, status = struct.unpack("<IIQQQ", head)
                 body = process.stdout.read(8 * count * self.shape.n_out)
             except (OSError, struct.error, ValueError) as exc:
-                raise DeviceError(f"the simulator stopped answering ({exc}): {self._stderr()}") from None
+                raise InferenceError(
+                    f"the simulator stopped answering ({exc}): {self._stderr()}", status="unavailable"
+                ) from None
         if magic != RESPONSE or got != count or len(body) != 8 * count * self.shape.n_out:
-            raise DeviceError(f"the simulator answered out of protocol: {self._stderr()}")
+            raise InferenceError(f"the simulator answered out of protocol: {self._stderr()}")
         if status:
-            raise DeviceError(f"the simulated core stalled: {count} inputs did not all come out; the RTL is faulty")
+            raise InferenceError(f"the simulated core stalled: {count} inputs did not all come out; the RTL is faulty")
         outputs = np.frombuffer(body, dtype="<i8").reshape(count, self.shape.n_out).astype(np.int64)
         return SimResult(outputs, int(cycles), int(latency))
 

@@ -15,7 +15,7 @@ Rules (docs/quantization.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -193,3 +193,44 @@ def _clamps(layer: Layer) -> bool:
 
 def _range(values: np.ndarray) -> Range:
     return Range(float(values.min()), float(values.max()))
+
+
+def with_new_weights(model: QuantizedModel, hardware: HardwarePart) -> QuantizedModel:
+    """``model`` with the weights and biases of ``hardware`` (the same layers, retrained), quantized into
+    the formats ``model`` already has: what a device can take without a new design. Raises
+    ``PrecisionError`` where the structure differs or a new sum no longer fits its accumulator."""
+    if len(hardware.layers) != len(model.layers):
+        raise PrecisionError(
+            f"the new model has {len(hardware.layers)} hardware layers, the loaded one {len(model.layers)}; "
+            "a different structure needs a rebuild"
+        )
+    same_affine = all(
+        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        for a, b in ((hardware.input_scale, model.input_scale), (hardware.input_offset, model.input_offset))
+    )
+    if not same_affine:
+        raise PrecisionError("the new model scales its inputs differently; rebuild the bundle for it")
+    layers: list[QLayer] = []
+    for old, new in zip(model.layers, hardware.layers, strict=True):
+        if isinstance(old, QDense) and isinstance(new, Dense):
+            if new.weight.shape != old.weight.shape:
+                raise PrecisionError(
+                    f"layer {old.name}: weights {list(new.weight.shape)} instead of {list(old.weight.shape)}; "
+                    "a different structure needs a rebuild"
+                )
+            layer = replace(old, weight=old.weight_format.quantize(new.weight), bias=old.bias_format.quantize(new.bias))
+            if layer.accumulator_bound() > layer.accumulator.max_int:
+                raise PrecisionError(
+                    f"layer {old.name}: the new weights can overflow the {layer.accumulator} accumulator; "
+                    "rebuild the bundle so that it gets a wider one"
+                )
+            layers.append(layer)
+        elif isinstance(old, QActivation) and isinstance(new, Activation) and new.kind == old.kind:
+            if replace(_activation(new, old.format), name=old.name) != old:
+                raise PrecisionError(f"layer {old.name}: the activation's parameters changed; rebuild the bundle")
+            layers.append(old)
+        else:
+            raise PrecisionError(
+                f"layer {old.name} is a different kind of layer in the new model; a different structure needs a rebuild"
+            )
+    return replace(model, layers=tuple(layers))
