@@ -7,6 +7,7 @@ exits with status 2; only a bug shows a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -213,7 +214,9 @@ def predict(
     source: Annotated[Path, typer.Argument(help="A bundle directory or an ONNX model.", show_default=False)],
     input_path: Annotated[Path, typer.Option("--input", help=".npy (one input) or .npz keyed by input name.")],
     output_path: Annotated[Path, typer.Option("--output", help=".npz keyed by output name, or .npy for one output.")],
-    device: Annotated[str, typer.Option(help="emu (integer emulator) or cpu (onnxruntime, float).")] = "emu",
+    device: Annotated[
+        str, typer.Option(help="emu, sim, cpu, noop, board:NAME?port=..., remote://HOST:PORT/DEVICE.")
+    ] = "emu",
 ) -> None:
     """Run a model on a device and save its outputs."""
     if output_path.suffix not in (".npz", ".npy"):
@@ -229,14 +232,64 @@ def predict(
 
 @app.command("devices")
 @user_errors
-def devices_command() -> None:
-    """List the devices available here."""
+def devices_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the capabilities as JSON.")] = False,
+) -> None:
+    """List the devices available here (and on the agents in GATEWRIGHT_AGENTS)."""
+    infos = devices.list()
+    if as_json:
+        print(json.dumps([info.to_json() for info in infos], indent=2))
+        return
     table = Table()
-    for column in ("device", "runs", "max models", "description"):
+    for column in ("device", "runs", "max models", "queue pairs", "description"):
         table.add_column(column)
-    for info in devices.list():
-        table.add_row(info.uri, info.runs, "any" if info.max_models is None else str(info.max_models), info.description)
+    for info in infos:
+        limit = "any" if info.max_models is None else str(info.max_models)
+        table.add_row(info.uri, info.runs, limit, str(info.queue_pairs), info.description)
     out.print(table)
+
+
+@app.command()
+@user_errors
+def agent(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:9000",
+    devices_option: Annotated[
+        str, typer.Option("--devices", help="Comma-separated devices to serve, e.g. sim,emu,cpu.")
+    ] = "emu",
+    token_file: Annotated[
+        Path | None, typer.Option(help="Bearer tokens clients must present, one per line (else GATEWRIGHT_TOKEN).")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve over TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Where uploaded models are kept (default: the gatewright cache).")
+    ] = None,
+    lease_s: Annotated[
+        float, typer.Option(help="Seconds a client's session lives without renewal before its models are unloaded.")
+    ] = 30.0,
+) -> None:
+    """Serve this machine's devices to remote clients (remote://HOST:PORT/DEVICE) over gRPC."""
+    import signal
+    import threading
+
+    from gatewright.agent.server import read_tokens, serve
+    from gatewright.cache import cache_root
+
+    tokens = read_tokens(token_file)
+    uris = [uri.strip() for uri in devices_option.split(",") if uri.strip()]
+    server, service, port = serve(
+        listen, uris, tokens, store or cache_root() / "agent", tls_cert, tls_key, lease_s=lease_s
+    )
+    host = listen.rsplit(":", 1)[0]
+    scheme = "TLS" if tls_cert else "plaintext"
+    out.print(f"agent listening on {host}:{port} ({scheme}), serving {', '.join(uris)}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    out.print("agent stopping: unloading every model")
+    server.stop(grace=2).wait()
+    service.close()
 
 
 @app.command()

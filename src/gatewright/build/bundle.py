@@ -16,9 +16,11 @@ reader never sees half a bundle.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,3 +147,40 @@ def writing(out: str | Path) -> Iterator[Path]:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def pack(path: str | Path) -> bytes:
+    """The bundle as an uncompressed tar, byte for byte the same for the same files (sorted names,
+    no times, owners or modes beyond the executable bit): its sha256 identifies the content."""
+    root = Path(path)
+    if not Bundle.is_bundle(root):
+        raise BundleError(f"{root}: not a firmware bundle (no {MANIFEST}); build one with `gatewright build`")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            info = tarfile.TarInfo(file.relative_to(root).as_posix())
+            info.size = file.stat().st_size
+            info.mode = 0o755 if os.access(file, os.X_OK) else 0o644
+            with file.open("rb") as data:
+                tar.addfile(info, data)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, out: str | Path) -> Bundle:
+    """Unpack a tar made by ``pack`` into ``out`` (atomically). Members that are not plain files inside
+    the bundle (absolute paths, ``..``, links, devices) are refused: the archive may come from anyone."""
+    with writing(out) as staging:
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+                tar.extractall(staging, filter=_plain_files_only)
+        except (tarfile.TarError, OSError) as exc:
+            raise BundleError(f"{out}: the bundle archive is damaged or unsafe ({exc})") from None
+        if not (staging / MANIFEST).is_file():
+            raise BundleError(f"{out}: the archive holds no {MANIFEST}; it is not a firmware bundle")
+    return Bundle(out)
+
+
+def _plain_files_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    if not (member.isfile() or member.isdir()):
+        raise tarfile.FilterError(f"{member.name}: not a plain file")
+    return tarfile.data_filter(member, dest)  # no absolute paths, no escape from dest, sane modes

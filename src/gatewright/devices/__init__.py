@@ -36,7 +36,10 @@ def backends() -> dict[str, type[Device]]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if allowed and entry.name not in allowed:
             continue
-        found[entry.name] = entry.load()
+        try:
+            found[entry.name] = entry.load()
+        except Exception as exc:  # one broken plugin must not take the others down
+            log.warning("device backend '%s' (%s) cannot be loaded: %s", entry.name, entry.value, exc)
     return found
 
 

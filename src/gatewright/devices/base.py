@@ -33,6 +33,7 @@ from gatewright.errors import DeviceError, GatewrightError, InferenceError, Inpu
 from gatewright.model.ir import TensorSpec
 from gatewright.model.runtime import check_inputs
 from gatewright.quant.fixed import FixedFormat
+from gatewright.quant.report import as_array
 
 QUEUE_PAIRS = 8  # queue pairs a device offers (created when first used)
 QUEUE_DEPTH = 1024  # operations a queue pair holds before enqueue_burst accepts fewer
@@ -359,7 +360,7 @@ class Model(ABC):
         vectors = batch_size(feeds)
         for spec in self.outputs:
             want = golden[f"output.{spec.name}"]
-            have = _as_array(got[spec.name])
+            have = as_array(got[spec.name])
             if have.shape != want.shape:
                 mismatches[spec.name] = vectors
                 continue
@@ -380,13 +381,6 @@ def batch_size(feeds: Mapping[str, Any]) -> int:
         shape = np.shape(value)
         return int(shape[0]) if shape else 1
     return 0
-
-
-def _as_array(value: Any) -> np.ndarray:
-    """Outputs as comparable arrays: a sequence of maps (ZipMap) becomes its values in key order."""
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return np.array([[row[k] for k in sorted(row)] for row in value])
-    return np.asarray(value)
 
 
 class DeviceCounters:
