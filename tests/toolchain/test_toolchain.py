@@ -262,3 +262,25 @@ def test_verilator_error_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ToolError) as info:
         build_simulator(tmp_path, [rtl], "bad", [harness], "sim_bad", tmp_path / "verilator.log")
     assert "%Error" in str(info.value) and "bad.v:3" in str(info.value)
+
+
+def _router_line(seconds: float, remaining: int) -> str:
+    counts = "|      138        861 |  138   861 |"
+    return f"Info:    {int(seconds * 100):7d} {counts} {remaining:9d}|       1.00 {seconds:10.2f}|"
+
+
+def test_route_watch_stops_a_routing_that_will_not_finish() -> None:
+    from gatewright.toolchain.pnr import RouteWatch, RoutingStalled
+
+    header = "Info:    IterCnt |  w/ripup   wo/ripup |  w/r  wo/r |      arcs| batch(sec) total(sec)|"
+    steady = RouteWatch(budget_s=1800, window_s=300)
+    steady(header)
+    for t in range(0, 1200, 10):  # 100 000 arcs at 100 arcs/s: done after 1000 s, within the budget
+        steady(_router_line(t, max(100_000 - 100 * t, 0)))
+    assert steady.samples[-1] == (1190, 0)
+
+    congested = RouteWatch(budget_s=1800, window_s=300)
+    with pytest.raises(RoutingStalled, match=r"congested: 77000 arcs left after 300 s, routing about 10 arcs/s"):
+        for t in range(0, 1200, 10):  # rip-ups eat most of the progress: 10 arcs/s net
+            congested(_router_line(t, 80_000 - 10 * t))
+    assert congested.samples[-1][0] == 300  # it gave up as soon as a full window showed the rate

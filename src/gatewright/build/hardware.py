@@ -23,7 +23,7 @@ from gatewright.hw.plan import Plan, plan
 from gatewright.quant.emulator import Emulator
 from gatewright.quant.qir import QuantizedModel
 from gatewright.targets import Target
-from gatewright.toolchain.pnr import PnrResult, pack, place_and_route
+from gatewright.toolchain.pnr import PnrResult, RouteWatch, pack, place_and_route
 from gatewright.toolchain.synth import Family, SynthResult, synthesize
 
 RTL_DIR = "rtl"
@@ -79,12 +79,13 @@ def rtl_step(
     options: HardwareOptions,
     note: Callable[[str], None],
     scale: float = 1.0,
+    congestion: int = 0,
 ) -> tuple[Design, Plan, int]:
     """Plan and generate the core, write it with the board wrapper and the harness into ``rtl/``."""
     clock = clock_mhz(target, options)
     cutoff = latency_cutoff(target, clock)
     specs = stage_specs(quantized, n_in)
-    chosen = plan(specs, target, options.arch, cutoff, options.reuse, scale, log=note)
+    chosen = plan(specs, target, options.arch, cutoff, options.reuse, scale, congestion, log=note)
     design = generate(quantized, n_in, chosen.choices, cutoff, chosen.prebuilt)
     rtl_dir = staging / RTL_DIR
     shutil.rmtree(rtl_dir, ignore_errors=True)  # a retry replaces the previous attempt
@@ -164,8 +165,15 @@ def synth_step(staging: Path, design: Design, target: Target) -> SynthResult:
 
 
 def pnr_step(staging: Path, synthesized: SynthResult, target: Target, clock: float) -> PnrResult:
+    """Place and route; a routing that will not converge stops early with ``RoutingStalled``."""
     return place_and_route(
-        staging / REPORTS_DIR, synthesized.netlist, target.family, target.device, target.package, clock
+        staging / REPORTS_DIR,
+        synthesized.netlist,
+        target.family,
+        target.device,
+        target.package,
+        clock,
+        on_line=RouteWatch(),
     )
 
 

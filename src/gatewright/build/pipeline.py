@@ -38,7 +38,7 @@ from gatewright.model.runtime import OnnxRunner
 from gatewright.quant import Calibration, PrecisionConfig, QuantizedModel, as_batch, calibrate, quantize
 from gatewright.quant.report import QuantReport, as_array, compare_outputs, hardware_report
 from gatewright.targets import TARGETS, Target, get_target
-from gatewright.toolchain.pnr import PnrResult
+from gatewright.toolchain.pnr import PnrResult, RoutingStalled
 from gatewright.toolchain.tools import find_tool
 from gatewright.toolchain.tools import tool_versions as toolchain_versions
 
@@ -297,11 +297,18 @@ def _hardware(
     if data is not None:
         vectors["calibration data"] = result.emulated().emulator.quantize_input(data).astype(np.int64)
     found: dict[str, Any] = {}
-    scale = 1.0
+    scale, congestion = 1.0, 0
     for attempt in range(1, MAX_FIT_ATTEMPTS + 1):
         with log.step("rtl", f"generate RTL (--arch {options.arch}, attempt {attempt})") as record:
             design, chosen, ident = hw_steps.rtl_step(
-                staging, quantized, n_in, target, options, lambda line: log.write("rtl", "plan", line), scale
+                staging,
+                quantized,
+                n_in,
+                target,
+                options,
+                lambda line: log.write("rtl", "plan", line),
+                scale,
+                congestion,
             )
             record.summary = (
                 f"{len(design.files)} files, {len(design.stages)} stages, latency {design.latency} cycles, "
@@ -353,6 +360,16 @@ def _hardware(
                     + (f"{routed.fmax_mhz:.1f} MHz" if routed.fmax_mhz else "n/a")
                     + ("" if routed.timing_met else f" (below the {clock:g} MHz constraint)")
                 )
+        except RoutingStalled as exc:
+            if options.arch != "auto" or attempt == MAX_FIT_ATTEMPTS:
+                raise ToolError(
+                    f"{exc}. "
+                    + ("Try --arch auto, which folds" if options.arch != "auto" else "Fold")
+                    + " further (--arch folded --reuse R with a larger R), or choose a larger target."
+                ) from None
+            congestion += 1
+            log.write("pnr", "refit", f"{exc}: folding further (congestion level {congestion})")
+            continue
         except ToolError as exc:
             unplaceable = "Unable to place" in str(exc) or "no BELs remaining" in str(exc)
             if not unplaceable or options.arch != "auto" or attempt == MAX_FIT_ATTEMPTS:

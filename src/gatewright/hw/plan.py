@@ -84,10 +84,13 @@ def plan(
     latency_cutoff: float,
     reuse: int | None = None,
     scale: float = 1.0,
+    congestion: int = 0,
     log: Callable[[str], None] = lambda line: None,
 ) -> Plan:
     """Choices for the dense stages. ``scale`` multiplies every LUT estimate (the build raises it
-    when synthesis finds the design larger than estimated)."""
+    when synthesis finds the design larger than estimated). ``congestion`` counts the routings that
+    did not converge: from 1 every stage is folded (a folded stage's wires are a fraction of an
+    unrolled one's), and each further level halves the LUT budget so that fewer multipliers remain."""
     dense = [s for s in specs if s.dense is not None]
     prebuilt: dict[int, StageRTL] = {}
     if arch == UNROLLED:
@@ -106,7 +109,7 @@ def plan(
             + ", ".join(f"{s.label}={c}" for s, c in zip(dense, simple, strict=True))
         )
         return Plan(simple, prebuilt, Estimate(0, 0, 0))
-    lut_budget = int(target.luts * LUT_MARGIN) - WRAPPER_LUTS
+    lut_budget = int(target.luts * LUT_MARGIN / 2 ** max(congestion - 1, 0)) - WRAPPER_LUTS
     dsp_budget = int(target.dsps * DSP_MARGIN)
 
     costs: dict[int, float | None] = {}
@@ -132,11 +135,15 @@ def plan(
     def fits(e: Estimate) -> bool:
         return e.luts <= lut_budget and e.dsps <= dsp_budget
 
+    unroll = congestion == 0
     choices = {
-        s.index: StageChoice(UNROLLED) if costs[s.index] is not None else StageChoice(FOLDED, s.n_out) for s in dense
+        s.index: StageChoice(UNROLLED) if unroll and costs[s.index] is not None else StageChoice(FOLDED, s.n_out)
+        for s in dense
     }
     current = total(choices)
     log(f"budget: {lut_budget} LUTs, {dsp_budget} DSPs for the core (target {target.name}, scale {scale:.2f})")
+    if not unroll:
+        log(f"routing congested before: every stage folded (total ~{current.luts} LUTs, {current.dsps} DSPs)")
     # fold the largest unrolled stage first: it frees the most LUTs for the least latency
     for spec in sorted(dense, key=lambda s: -(costs[s.index] or 0)):
         if fits(current):

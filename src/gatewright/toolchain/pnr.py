@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,46 @@ def _io_hint(log: Path) -> str:
         f"\n       The top-level ports do not fit the package's IO pins{usage}. Wrap the core so that fewer"
         "\n       signals reach pins (a serial or memory-mapped interface), or choose a larger package."
     )
+
+
+class RoutingStalled(ToolError):
+    """nextpnr's router is not converging: the design is too congested to route in reasonable time."""
+
+
+class RouteWatch:
+    """Watches nextpnr's router1 progress lines and gives up on a routing that will not finish.
+
+    Every progress line gives the arcs still to route; over the last ``window_s`` seconds of router
+    time their decrease gives a rate, and when the remaining arcs at that rate would take the routing
+    past ``budget_s`` seconds, the design is congested: more time rarely helps, a smaller design
+    does. (A design that routes keeps a steady rate; a congested one rips up as much as it routes.)
+    """
+
+    _PROGRESS = re.compile(r"^Info:\s+\d+\s+\|\s+\d+\s+\d+\s+\|\s+\d+\s+\d+\s+\|\s+(\d+)\|\s+[\d.]+\s+([\d.]+)\|")
+
+    def __init__(self, budget_s: float = 1800.0, window_s: float = 300.0) -> None:
+        self.budget_s = budget_s
+        self.window_s = window_s
+        self.samples: list[tuple[float, int]] = []  # (router seconds, arcs remaining)
+
+    def __call__(self, line: str) -> None:
+        match = self._PROGRESS.match(line)
+        if not match:
+            return
+        remaining, seconds = int(match.group(1)), float(match.group(2))
+        self.samples.append((seconds, remaining))
+        if seconds < self.window_s:
+            return
+        before = next((r for t, r in reversed(self.samples) if t <= seconds - self.window_s), None)
+        if before is None:
+            return
+        rate = (before - remaining) / self.window_s  # arcs per second, net of rip-ups
+        finish = seconds + (remaining / rate if rate > 0 else math.inf)
+        if finish > self.budget_s:
+            raise RoutingStalled(
+                f"nextpnr's routing is congested: {remaining} arcs left after {seconds:.0f} s, routing about "
+                f"{max(rate, 0):.0f} arcs/s; it would not finish within {self.budget_s:.0f} s"
+            )
 
 
 def place_and_route(
