@@ -406,3 +406,29 @@ def test_sim_through_the_agent_equals_local_sim(tmp_path: Path) -> None:
     finally:
         server.stop(grace=None)
         service.close()
+
+
+def test_devices_list_includes_the_agents_devices(
+    agent: tuple[str, AgentService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address, _ = agent
+    monkeypatch.setenv("GATEWRIGHT_AGENTS", address)
+    monkeypatch.setenv("GATEWRIGHT_TOKEN", TOKEN)
+    remote = {info.uri: info for info in devices.list() if info.kind == "remote"}
+    assert set(remote) == {f"remote://{address}/{kind}" for kind in ("emu", "cpu", "noop")}
+    assert remote[f"remote://{address}/cpu"].runs == "bundle+onnx"
+
+
+def test_agent_cli_needs_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GATEWRIGHT_TOKEN"}
+    run = subprocess.run(
+        [sys.executable, "-m", "gatewright.cli", "agent", "--listen", "127.0.0.1:0", "--devices", "emu"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "needs a token" in run.stderr and "Traceback" not in run.stderr
+    (tmp_path / "tokens").write_text("# nothing here\n\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "gatewright.cli", "agent", "--token-file", str(tmp_path / "tokens")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "holds no token" in run.stderr
