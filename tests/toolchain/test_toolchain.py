@@ -264,23 +264,51 @@ def test_verilator_error_is_reported(tmp_path: Path) -> None:
     assert "%Error" in str(info.value) and "bad.v:3" in str(info.value)
 
 
-def _router_line(seconds: float, remaining: int) -> str:
+def _router_line(iteration: int, remaining: int) -> str:
     counts = "|      138        861 |  138   861 |"
-    return f"Info:    {int(seconds * 100):7d} {counts} {remaining:9d}|       1.00 {seconds:10.2f}|"
+    return f"Info:    {iteration:7d} {counts} {remaining:9d}|       1.00       1.00|"
 
 
 def test_route_watch_stops_a_routing_that_will_not_finish() -> None:
-    from gatewright.toolchain.pnr import RouteWatch, RoutingStalled
+    from gatewright.toolchain.pnr import RouteWatch
 
-    header = "Info:    IterCnt |  w/ripup   wo/ripup |  w/r  wo/r |      arcs| batch(sec) total(sec)|"
-    steady = RouteWatch(budget_s=1800, window_s=300)
-    steady(header)
+    now = [0.0]
+    steady = RouteWatch(budget_s=1800, window_s=300, clock=lambda: now[0])
+    steady("Info:    IterCnt |  w/ripup   wo/ripup |  w/r  wo/r |      arcs| batch(sec) total(sec)|")
     for t in range(0, 1200, 10):  # 100 000 arcs at 100 arcs/s: done after 1000 s, within the budget
+        now[0] = t
         steady(_router_line(t, max(100_000 - 100 * t, 0)))
+        assert steady.check() is None
     assert steady.samples[-1] == (1190, 0)
 
-    congested = RouteWatch(budget_s=1800, window_s=300)
-    with pytest.raises(RoutingStalled, match=r"congested: 77000 arcs left after 300 s, routing about 10 arcs/s"):
-        for t in range(0, 1200, 10):  # rip-ups eat most of the progress: 10 arcs/s net
-            congested(_router_line(t, 80_000 - 10 * t))
-    assert congested.samples[-1][0] == 300  # it gave up as soon as a full window showed the rate
+    now[0] = 0.0
+    congested = RouteWatch(budget_s=1800, window_s=300, clock=lambda: now[0])
+    verdicts = []
+    for t in range(0, 1200, 10):  # rip-ups eat most of the progress: 10 arcs/s net
+        now[0] = t
+        congested(_router_line(t, 80_000 - 10 * t))
+        verdicts.append(congested.check())
+    first = next(i for i, v in enumerate(verdicts) if v is not None)
+    assert first * 10 == 300  # it gives up as soon as a full window shows the rate
+    assert "77000 arcs left after 300 s of routing, 10 arcs/s" in str(verdicts[first])
+
+    now[0] = 0.0
+    silent = RouteWatch(budget_s=1800, window_s=300, clock=lambda: now[0])
+    silent(_router_line(1000, 50_000))
+    now[0] = 299
+    assert silent.check() is None
+    now[0] = 301  # nothing printed for a whole window: no known progress
+    assert "50000 arcs left" in str(silent.check())
+
+
+def test_run_tool_stop_check_ends_the_run(tmp_path: Path) -> None:
+    calls = []
+
+    def stop() -> ToolError | None:
+        calls.append(1)
+        return ToolError("enough") if len(calls) >= 1 else None
+
+    script = "import time\nprint('working', flush=True)\ntime.sleep(60)\n"
+    with pytest.raises(ToolError, match="enough"):
+        run_tool([sys.executable, "-c", script], tmp_path, tmp_path / "log.txt", stop_check=stop)
+    assert "working" in (tmp_path / "log.txt").read_text()

@@ -173,7 +173,7 @@ def pnr_step(staging: Path, synthesized: SynthResult, target: Target, clock: flo
         target.device,
         target.package,
         clock,
-        on_line=RouteWatch(),
+        route_watch=RouteWatch(),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,39 +103,47 @@ class RoutingStalled(ToolError):
 
 
 class RouteWatch:
-    """Watches nextpnr's router1 progress lines and gives up on a routing that will not finish.
+    """Watches nextpnr's router and gives up on a routing that will not finish.
 
-    Every progress line gives the arcs still to route; over the last ``window_s`` seconds of router
-    time their decrease gives a rate, and when the remaining arcs at that rate would take the routing
-    past ``budget_s`` seconds, the design is congested: more time rarely helps, a smaller design
-    does. (A design that routes keeps a steady rate; a congested one rips up as much as it routes.)
+    Router1 prints the arcs still to route every thousand iterations. Over the last ``window_s``
+    seconds (wall clock) their decrease gives a rate; when the remaining arcs at that rate would take
+    the routing past ``budget_s`` seconds, the design is congested: more time rarely helps, a smaller
+    design does. A congested router also prints less and less often (each arc searches longer), so
+    silence counts as no progress. A design that routes keeps a steady rate.
     """
 
-    _PROGRESS = re.compile(r"^Info:\s+\d+\s+\|\s+\d+\s+\d+\s+\|\s+\d+\s+\d+\s+\|\s+(\d+)\|\s+[\d.]+\s+([\d.]+)\|")
+    _PROGRESS = re.compile(r"^Info:\s+\d+\s+\|\s+\d+\s+\d+\s+\|\s+\d+\s+\d+\s+\|\s+(\d+)\|")
 
-    def __init__(self, budget_s: float = 1800.0, window_s: float = 300.0) -> None:
+    def __init__(
+        self, budget_s: float = 1800.0, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.budget_s = budget_s
         self.window_s = window_s
-        self.samples: list[tuple[float, int]] = []  # (router seconds, arcs remaining)
+        self.clock = clock
+        self.samples: list[tuple[float, int]] = []  # (time, arcs remaining)
 
     def __call__(self, line: str) -> None:
         match = self._PROGRESS.match(line)
-        if not match:
-            return
-        remaining, seconds = int(match.group(1)), float(match.group(2))
-        self.samples.append((seconds, remaining))
-        if seconds < self.window_s:
-            return
-        before = next((r for t, r in reversed(self.samples) if t <= seconds - self.window_s), None)
-        if before is None:
-            return
-        rate = (before - remaining) / self.window_s  # arcs per second, net of rip-ups
-        finish = seconds + (remaining / rate if rate > 0 else math.inf)
-        if finish > self.budget_s:
-            raise RoutingStalled(
-                f"nextpnr's routing is congested: {remaining} arcs left after {seconds:.0f} s, routing about "
-                f"{max(rate, 0):.0f} arcs/s; it would not finish within {self.budget_s:.0f} s"
-            )
+        if match:
+            self.samples.append((self.clock(), int(match.group(1))))
+
+    def check(self) -> RoutingStalled | None:
+        if not self.samples:
+            return None
+        now = self.clock()
+        started, latest = self.samples[0][0], self.samples[-1][1]
+        if now - started < self.window_s:
+            return None
+        before = next(r for t, r in reversed(self.samples) if t <= now - self.window_s)
+        rate = (before - latest) / self.window_s  # arcs per second, net of rip-ups
+        finish = now - started + (latest / rate if rate > 0 else math.inf)
+        if finish <= self.budget_s:
+            return None
+        return RoutingStalled(
+            f"nextpnr's routing is congested: {latest} arcs left after {now - started:.0f} s of routing, "
+            f"{max(rate, 0):.0f} arcs/s over the last {self.window_s:.0f} s; it would not finish within "
+            f"{self.budget_s:.0f} s"
+        )
 
 
 def place_and_route(
@@ -152,6 +161,7 @@ def place_and_route(
     log_name: str = "pnr.log",
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
+    route_watch: RouteWatch | None = None,
 ) -> PnrResult:
     """Place and route ``netlist`` (yosys JSON) on ``device``/``package`` aiming at ``clock_mhz``.
 
@@ -183,7 +193,15 @@ def place_and_route(
     with staged_outputs(output, report) as (output_tmp, report_tmp):
         argv += ["--textcfg" if family == "ecp5" else "--asc", output_tmp.name, "--report", report_tmp.name]
         try:
-            run = run_tool(argv, cwd=workdir, log_path=log, on_line=on_line, timeout=timeout)
+            watch_lines = route_watch if on_line is None else _both(on_line, route_watch)
+            run = run_tool(
+                argv,
+                cwd=workdir,
+                log_path=log,
+                on_line=watch_lines,
+                timeout=timeout,
+                stop_check=route_watch.check if route_watch else None,
+            )
         except ToolError as exc:
             hint = _io_hint(log) if log.exists() else ""
             if hint:
@@ -205,6 +223,15 @@ def place_and_route(
         timing_met=all(c.met for c in clocks.values()),
         seconds=run.seconds,
     )
+
+
+def _both(first: Callable[[str], None], second: Callable[[str], None] | None) -> Callable[[str], None]:
+    def call(line: str) -> None:
+        first(line)
+        if second is not None:
+            second(line)
+
+    return call
 
 
 def pack(

@@ -170,6 +170,9 @@ def _excerpt(error_lines: list[str], tail: Iterable[str]) -> list[str]:
     return error_lines[:_MAX_ERROR_LINES] if error_lines else list(tail)
 
 
+_STOP_CHECK_S = 5.0  # how often run_tool asks stop_check
+
+
 def run_tool(
     argv: Sequence[str],
     cwd: Path,
@@ -177,12 +180,14 @@ def run_tool(
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
     tool_log: Path | None = None,
+    stop_check: Callable[[], ToolError | None] | None = None,
 ) -> ToolRun:
     """Run ``argv`` in ``cwd``; write its combined output to ``log_path`` (and each line to ``on_line``).
 
     ``tool_log`` names a log the tool writes itself (e.g. yosys ``-l``): when given, its complete text
     replaces the captured output in ``log_path`` afterwards (YoWASP yosys drops its stdout after the
     first ABC call, while its own log stays complete) and the file is removed.
+    ``stop_check`` is asked every few seconds whether to give up; the error it returns ends the run.
     On a non-zero exit, a timeout, or a missing executable, raise ToolError naming the tool, the exit
     code, the log and the lines that matter (error lines, else the last lines of output).
     """
@@ -222,6 +227,21 @@ def run_tool(
         if timer:
             timer.daemon = True
             timer.start()
+        stopped: list[ToolError] = []
+        finished = threading.Event()
+
+        def _watch() -> None:
+            assert stop_check is not None
+            while not finished.wait(_STOP_CHECK_S):
+                error = stop_check()
+                if error is not None:
+                    stopped.append(error)
+                    proc.kill()
+                    return
+
+        watcher = threading.Thread(target=_watch, daemon=True) if stop_check else None
+        if watcher:
+            watcher.start()
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -234,6 +254,7 @@ def run_tool(
                     on_line(line)
             code = proc.wait()
         finally:
+            finished.set()
             if timer:
                 timer.cancel()
             if proc.poll() is None:
@@ -248,6 +269,8 @@ def run_tool(
         tool_log.unlink()
         tail = deque(lines, maxlen=_TAIL_LINES)
         error_lines = list(dict.fromkeys(line for line in lines if _ERROR_LINE.search(line)))
+    if stopped:
+        raise stopped[0]
     if timed_out.is_set():
         raise ToolError(
             f"{tool} timed out after {timeout:g} s in {cwd}; full log: {log_path}\n"
