@@ -438,3 +438,30 @@ def test_a_stalled_board_times_out_and_the_link_recovers(bundles: tuple[Path, Pa
         # the board now answers the requests it had queued; the host lets those answers go by
         np.testing.assert_array_equal(model.infer({"input": x})["output"], want)
         assert dev.stats() == {"enqueued": 3, "dequeued": 3, "errors": 2}
+
+
+@pytest.mark.toolchain
+@pytest.mark.slow
+def test_a_board_behind_the_agent_answers_like_the_local_board(
+    tmp_path: Path, bundles: tuple[Path, Path], bridge: PtyBridge
+) -> None:
+    from gatewright.agent.server import serve
+
+    uri = f"board:sim?port={bridge.port}&program=never"
+    x = _batch(12, 5, seed=3)
+    with BoardDevice(uri) as local:
+        want = local.load(bundles[0]).infer({"input": x})  # then the port is free for the agent
+    server, service, port = serve("127.0.0.1:0", [uri], ["t0ken"], tmp_path / "store")
+    try:
+        with devices.open(f"remote://127.0.0.1:{port}/{uri}", token="t0ken") as remote:
+            assert remote.info().max_models == 1 and remote.info().extra["device"]["kind"] == "board"
+            model = remote.load(bundles[0])
+            got = model.infer({"input": x})
+            assert list(got) == list(want)
+            for name in want:
+                assert got[name].dtype == want[name].dtype
+                np.testing.assert_array_equal(got[name], want[name])
+            assert model.selftest().passed
+    finally:
+        server.stop(grace=None)
+        service.close()

@@ -42,15 +42,19 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
-    """``remote://host:port/device`` -> (``host:port``, ``device``)."""
-    parts = urlsplit(uri)
-    device = parts.path.strip("/")
-    if parts.scheme != "remote" or not parts.hostname or not parts.port or not device:
+    """``remote://host:port/device`` -> (``host:port``, ``device``); the device is the agent's URI for
+    it, taken as written (``board:ulx3s?port=/dev/ttyUSB0`` included)."""
+    address, _, device = uri.removeprefix("remote://").partition("/")
+    parts = urlsplit(f"remote://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not uri.startswith("remote://") or not parts.hostname or not port or not device:
         raise DeviceError(
             f"'{uri}' is not a remote device URI; write remote://HOST:PORT/DEVICE, e.g. remote://gpu1:9000/sim"
         )
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{parts.port}", device
+    return address, device
 
 
 class RemoteModel(Model):
