@@ -297,18 +297,16 @@ class AgentService(pb_grpc.AgentServicer):
         return _guard(context, run)
 
     def Quantize(self, request: pb.ConvertRequest, context: grpc.ServicerContext) -> pb.Tensor:
-        def run() -> pb.Tensor:
-            model = self._model(request.session, request.model_id)
-            name = request.value.name
-            return tensors.encode(name, model.quantize(name, tensors.decode(request.value)))
-
-        return _guard(context, run)
+        return self._convert(request, context, to_raw=True)
 
     def Dequantize(self, request: pb.ConvertRequest, context: grpc.ServicerContext) -> pb.Tensor:
+        return self._convert(request, context, to_raw=False)
+
+    def _convert(self, request: pb.ConvertRequest, context: grpc.ServicerContext, to_raw: bool) -> pb.Tensor:
         def run() -> pb.Tensor:
             model = self._model(request.session, request.model_id)
-            name = request.value.name
-            return tensors.encode(name, model.dequantize(name, tensors.decode(request.value)))
+            name, value = request.value.name, tensors.decode(request.value)
+            return tensors.encode(name, model.quantize(name, value) if to_raw else model.dequantize(name, value))
 
         return _guard(context, run)
 

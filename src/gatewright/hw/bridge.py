@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from gatewright.cache import cache_root
+from gatewright.cache import cache_root, cached_build
 from gatewright.errors import BundleError, DeviceError
 from gatewright.hw.core import STATIC_RTL
 
@@ -101,40 +101,25 @@ def build_bridge(bundle_path: str | Path, clks_per_bit: int | None = 4, log_path
     from gatewright.toolchain.verilator import build_simulator
 
     rtl = board_rtl(bundle_path, clks_per_bit)
-    key = bridge_key(rtl)
-    target = cache_root() / "bridge" / key
-    binary = target / BINARY
-    if binary.is_file():
-        return binary
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
+
+    def make(work: Path) -> Path:
         for name in rtl.sources:
             shutil.copyfile(rtl.rtl_dir / name, work / name)
         # the default bit time as a #define in the source: Verilator's precompiled headers break on -CFLAGS -D
         cpp = work / BRIDGE_CPP.name
         cpp.write_text(f"#define GW_CLKS_PER_BIT {rtl.parameters['CLKS_PER_BIT']}\n" + BRIDGE_CPP.read_text())
-        built = build_simulator(
+        return build_simulator(
             work,
             [work / name for name in rtl.sources],
             WRAPPER_TOP,  # uart_bridge.cpp includes Vgw_board.h
             [cpp],
             BINARY,
-            log_path or target.parent / "last-build.log",
+            log_path or cache_root() / "bridge" / "last-build.log",
             jobs=os.cpu_count() or 2,
             extra_args=["-Wno-lint", "-Wno-style", *rtl.verilator_args()],
         )
-        staged = work / "ready"
-        staged.mkdir()
-        shutil.move(built, staged / BINARY)
-        try:
-            staged.rename(target)  # atomic: a concurrent build of the same key may win, which is fine
-        except OSError:
-            if not binary.is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return binary
+
+    return cached_build("bridge", bridge_key(rtl), BINARY, make)[0]
 
 
 class PtyBridge:

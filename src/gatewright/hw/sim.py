@@ -9,14 +9,13 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gatewright.cache import cache_root
+from gatewright.cache import cached_build
 from gatewright.errors import InferenceError
 from gatewright.hw.core import CORE, STATIC_RTL
 
@@ -58,20 +57,13 @@ def build(rtl_dir: Path, sources: list[str], shape: SimShape, log_path: Path) ->
     Returns (binary, reused)."""
     from gatewright.toolchain.verilator import build_simulator
 
-    key = simulator_key(rtl_dir, sources, shape)
-    target = cache_root() / "sim" / key
-    binary = target / BINARY
-    if binary.is_file():
-        return binary, True
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
+    def make(work: Path) -> Path:
         for name in sources:
             shutil.copyfile(rtl_dir / name, work / name)
         # the sizes as #defines in the harness itself: Verilator's precompiled headers break on -CFLAGS -D...
         defines = "".join(f"#define {d[2:].replace('=', ' ')}\n" for d in shape.defines())
         (work / HARNESS.name).write_text(defines + HARNESS.read_text())
-        built = build_simulator(
+        return build_simulator(
             work,
             [work / name for name in sources],
             CORE,
@@ -81,17 +73,8 @@ def build(rtl_dir: Path, sources: list[str], shape: SimShape, log_path: Path) ->
             jobs=os.cpu_count() or 2,
             extra_args=["-Wno-lint", "-Wno-style"],
         )
-        staged = work / "ready"
-        staged.mkdir()
-        shutil.move(built, staged / BINARY)
-        try:
-            staged.rename(target)  # atomic: a concurrent build of the same key may win, which is fine
-        except OSError:
-            if not binary.is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return binary, False
+
+    return cached_build("sim", simulator_key(rtl_dir, sources, shape), BINARY, make)
 
 
 @dataclass

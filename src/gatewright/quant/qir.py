@@ -195,4 +195,3 @@ class QuantizedModel:
             return cls.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             raise BundleError(f"{path}: cannot read the quantized model ({exc}); rebuild the bundle") from None
-
