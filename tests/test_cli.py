@@ -196,6 +196,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "emu against cpu on unseen data: label agreement" in result.stdout
     assert "sim against emu: identical on every output" in result.stdout
+    assert "sim through the agent: identical" in result.stdout
     assert "bit-exact in simulation on 64 golden vectors, 1257 calibration data" in result.stdout
     agreement = float(result.stdout.split("label agreement ")[1].split("%")[0])
     assert agreement >= 99.0

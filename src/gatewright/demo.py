@@ -77,12 +77,46 @@ def run_demo(workdir: Path, console: Console) -> dict[str, float]:
             f"{kind}: accuracy {accuracy:.2%} on {len(x_test)} test digits, "
             f"{elapsed * 1e3:.2f} ms for the batch ({len(x_test) / elapsed:,.0f} samples/s)"
         )
+    console.rule("4. the simulated RTL again, on another 'machine': a gatewright agent on loopback")
+    remote_identical = _through_agent(console, workdir, bundle_dir, x_test, results["sim"])
     identical = all(np.array_equal(results["sim"][name], results["emu"][name]) for name in results["emu"])
     agreement = float(np.mean(results["emu"]["label"] == results["cpu"]["label"]))
     error = float(np.max(np.abs(results["emu"]["probabilities"] - results["cpu"]["probabilities"])))
-    console.rule("4. summary")
+    console.rule("5. summary")
     console.print(
         f"sim against emu: {'identical on every output' if identical else 'DIFFERENT (a bug: please report it)'}; "
+        f"sim through the agent: {'identical' if remote_identical else 'DIFFERENT (a bug: please report it)'}; "
         f"emu against cpu on unseen data: label agreement {agreement:.2%}, max |probability error| {error:.4f}"
     )
-    return {"agreement": agreement, "max_probability_error": error, "sim_identical": float(identical)}
+    return {
+        "agreement": agreement,
+        "max_probability_error": error,
+        "sim_identical": float(identical),
+        "remote_identical": float(remote_identical),
+    }
+
+
+def _through_agent(
+    console: Console, workdir: Path, bundle_dir: Path, x: np.ndarray, local: dict[str, np.ndarray]
+) -> bool:
+    """Serve the sim device with an agent (as `gatewright agent` does), run the bundle through it."""
+    import secrets
+
+    from gatewright.agent.server import serve
+
+    token = secrets.token_urlsafe()
+    server, service, port = serve("127.0.0.1:0", ["sim"], [token], workdir / "agent-store")
+    try:
+        uri = f"remote://127.0.0.1:{port}/sim"
+        console.print(f"$ gatewright agent --listen 127.0.0.1:{port} --devices sim   (token in GATEWRIGHT_TOKEN)")
+        console.print(f"$ gatewright predict {bundle_dir} --device {uri} --input {workdir}/test_inputs.npy ...")
+        with devices.open(uri, token=token) as device:
+            model = device.load(bundle_dir)  # uploaded by content hash, loaded in this client's session
+            start = time.perf_counter()
+            remote = model.infer({"X": x})
+            elapsed = time.perf_counter() - start
+        console.print(f"remote sim: {elapsed * 1e3:.2f} ms for the batch of {len(x)}, the network included")
+    finally:
+        server.stop(grace=None)
+        service.close()
+    return all(np.array_equal(remote[name], local[name]) for name in local)
