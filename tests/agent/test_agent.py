@@ -432,3 +432,35 @@ def test_agent_cli_needs_a_token(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert run.returncode == 2 and "holds no token" in run.stderr
+
+
+def test_concurrent_uploads_of_one_blob_all_succeed(
+    agent: tuple[str, AgentService], digits_bundle: tuple[Path, Path, np.ndarray]
+) -> None:
+    """Clients that all found the blob missing upload it at once: one stores it, every upload succeeds."""
+    import hashlib
+
+    from gatewright.build import bundle as bundles
+
+    address, service = agent
+    data = bundles.pack(digits_bundle[1])
+    sha = hashlib.sha256(data).hexdigest()
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        with grpc.insecure_channel(address) as channel:
+            start.wait()
+            try:
+                _upload(pb_grpc.AgentStub(channel), data, sha)
+            except grpc.RpcError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=upload) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, [e.details() for e in errors]  # type: ignore[attr-defined]
+    assert [p.name for p in (service.store / "blobs").iterdir() if not p.name.startswith(".")] == [sha]
+    assert bundles.pack(service.store / "blobs" / sha) == data  # stored whole, byte for byte

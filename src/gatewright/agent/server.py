@@ -77,6 +77,7 @@ class AgentService(pb_grpc.AgentServicer):
         self.default_lease_s = default_lease_s
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._blob_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="agent-reaper", daemon=True)
         self._reaper.start()
@@ -174,6 +175,10 @@ class AgentService(pb_grpc.AgentServicer):
                 return path
         return None
 
+    def _blob_lock(self, sha256: str) -> threading.Lock:
+        with self._lock:
+            return self._blob_locks.setdefault(sha256, threading.Lock())
+
     def HasBlob(self, request: pb.BlobRef, context: grpc.ServicerContext) -> pb.HasBlobResponse:
         return _guard(context, lambda: pb.HasBlobResponse(present=self._blob(request.sha256) is not None))
 
@@ -199,13 +204,17 @@ class AgentService(pb_grpc.AgentServicer):
                     )
                 spool.seek(0)
                 data = spool.read()
-            if first.kind == "bundle":
-                bundles.unpack(data, self.store / "blobs" / first.sha256)
-            else:
-                target = self.store / "blobs" / f"{first.sha256}.onnx"
-                staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
-                staging.write_bytes(data)
-                os.replace(staging, target)
+            # clients that upload the same blob at once: the first stores it, the others find it there
+            with self._blob_lock(first.sha256):
+                if self._blob(first.sha256) is not None:
+                    return pb.BlobRef(sha256=first.sha256)
+                if first.kind == "bundle":
+                    bundles.unpack(data, self.store / "blobs" / first.sha256)
+                else:
+                    target = self.store / "blobs" / f"{first.sha256}.onnx"
+                    staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+                    staging.write_bytes(data)
+                    os.replace(staging, target)
             log.info("stored %s %s (%d bytes)", first.kind, first.sha256[:12], len(data))
             return pb.BlobRef(sha256=first.sha256)
 
