@@ -427,6 +427,7 @@ class Op:
     status: str = "pending"  # "ok", or an error status: "invalid_argument", "internal", "unavailable"
     error: str | None = None
     future: Future[dict[str, Any]] = field(default_factory=Future, repr=False)
+    dequeue: bool = field(default=True, repr=False)  # False for submit(): the future alone reports it
 
 
 class QueuePair:
@@ -447,7 +448,7 @@ class QueuePair:
         self._worker.start()
 
     def submit(self, model: Model, inputs: Mapping[str, Any]) -> Future[dict[str, Any]]:
-        op = Op(model, inputs, user_data=_FUTURE_ONLY)
+        op = Op(model, inputs, dequeue=False)
         self._pending.put(op)
         return op.future
 
@@ -483,7 +484,7 @@ class QueuePair:
                 op.status = exc.status if isinstance(exc, InferenceError) else _status_of(exc)
                 op.error = str(exc)
                 op.future.set_exception(exc)
-            if op.user_data is not _FUTURE_ONLY:
+            if op.dequeue:
                 with self._done_ready:
                     self._done.append(op)
                     self._done_ready.notify_all()
@@ -491,9 +492,6 @@ class QueuePair:
     def close(self) -> None:
         self._pending.put(None)
         self._worker.join(timeout=30)
-
-
-_FUTURE_ONLY = object()  # marks operations from submit(): their result goes to the future only
 
 
 def _status_of(exc: BaseException) -> str:

@@ -29,11 +29,10 @@ import serial
 from gatewright.build.bundle import Bundle
 from gatewright.cache import cache_root
 from gatewright.devices.base import Device, DeviceInfo, Model
-from gatewright.devices.emu import EmulatedModel
+from gatewright.devices.emu import HardwareModel
 from gatewright.errors import DeviceError, InferenceError, ToolError
 from gatewright.hw import framing
 from gatewright.hw.framing import FrameDecoder, IdentResponse, InferResponse
-from gatewright.quant.emulator import reject_nan
 from gatewright.toolchain.tools import run_tool
 
 log = logging.getLogger("gatewright")
@@ -266,21 +265,13 @@ class _Failed(Exception):
         self.status = status
 
 
-class BoardModel(EmulatedModel):
+class BoardModel(HardwareModel):
     """The emulated model with the hardware part replaced by the board, reached over a UART."""
 
     link: UartLink
 
-    def hardware_output(self, x: np.ndarray) -> np.ndarray:
-        reject_nan(np.asarray(x, dtype=np.float64).reshape(len(x), -1))  # NaN has no fixed-point value
-        raw = np.asarray(self.emulator.quantize_input(x), dtype=np.int64).reshape(len(x), -1)
-        outputs = self.link.infer(raw)
-        scale = math.ldexp(1.0, -self.emulator.output_format.frac)
-        value = np.multiply(outputs, scale, dtype=np.float64).astype(self.boundary_dtype)
-        return value.T if self.transposed else value
-
-    def update_params(self, source: str | Path | bytes) -> None:
-        Model.update_params(self, source)  # the weights are constants of the bitstream
+    def run_raw(self, raw: np.ndarray) -> np.ndarray:
+        return self.link.infer(raw)
 
     def close(self) -> None:
         self.link.close()

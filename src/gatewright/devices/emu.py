@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from gatewright.errors import BundleError, DeviceError, PrecisionError
 from gatewright.model.ir import TensorSpec
 from gatewright.model.runtime import OnnxRunner
 from gatewright.quant.calibrate import with_new_weights
-from gatewright.quant.emulator import Emulator
+from gatewright.quant.emulator import Emulator, reject_nan
 from gatewright.quant.fixed import FixedFormat
 from gatewright.quant.qir import QuantizedModel
 
@@ -108,6 +109,26 @@ class EmulatedModel(Model):
             host_feeds = {name: boundary if name == self.boundary else feeds[name] for name in self.host_inputs}
             results.update(self.host.run(host_feeds))
         return {spec.name: results[spec.name] for spec in self.outputs}
+
+
+class HardwareModel(EmulatedModel):
+    """The emulated model with its hardware part computed elsewhere (the simulated RTL, a board): the
+    host quantizes the input exactly as the emulator does, the hardware turns raw integers into raw
+    integers (``run_raw``), the host dequantizes them and runs the host part."""
+
+    def run_raw(self, raw: np.ndarray) -> np.ndarray:
+        """(batch, n_in) raw inputs to (batch, n_out) raw outputs, on the hardware."""
+        raise NotImplementedError
+
+    def hardware_output(self, x: np.ndarray) -> np.ndarray:
+        reject_nan(np.asarray(x, dtype=np.float64).reshape(len(x), -1))  # NaN has no fixed-point value
+        raw = np.asarray(self.emulator.quantize_input(x), dtype=np.int64).reshape(len(x), -1)
+        scale = math.ldexp(1.0, -self.emulator.output_format.frac)
+        value = np.multiply(self.run_raw(raw), scale, dtype=np.float64).astype(self.boundary_dtype)
+        return value.T if self.transposed else value
+
+    def update_params(self, source: str | Path | bytes) -> None:
+        Model.update_params(self, source)  # the weights are constants of the design: rebuild
 
 
 class EmuDevice(Device):

@@ -61,8 +61,11 @@ class RemoteModel(Model):
     concurrent = True  # a gRPC channel carries many calls at once; the agent orders them per model
 
     def __init__(self, device: RemoteDevice, info: ModelInfo, sha256: str, kind: str, source: Path) -> None:
-        spec = lambda t: TensorSpec(t.name, t.dtype, t.shape)  # noqa: E731
-        super().__init__(info.name, tuple(spec(t) for t in info.inputs), tuple(spec(t) for t in info.outputs))
+        super().__init__(
+            info.name,
+            tuple(TensorSpec(t.name, t.dtype, t.shape) for t in info.inputs),
+            tuple(TensorSpec(t.name, t.dtype, t.shape) for t in info.outputs),
+        )
         self.remote = device
         self.remote_info = info
         self.sha256 = sha256
@@ -184,28 +187,10 @@ class RemoteDevice(Device):
     ) -> None:
         super().__init__(uri)
         self.address, self.device_name = parse_uri(uri)
-        token = token or os.environ.get("GATEWRIGHT_TOKEN")
-        if not token:
-            raise DeviceError(f"{uri}: the agent needs a token; pass open(uri, token=...) or set GATEWRIGHT_TOKEN")
-        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.metadata = bearer(token, uri)
         self.timeout_s = timeout_s
         self.lease_s = lease_s
-        ca = tls_ca or os.environ.get("GATEWRIGHT_TLS_CA")
-        options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # an agent that restarts is found again within about a second, not after minutes of backoff
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
-        if ca or tls:
-            try:
-                roots = Path(ca).read_bytes() if ca else None
-            except OSError as exc:
-                raise DeviceError(f"{ca}: cannot read the CA certificate ({exc.strerror})") from None
-            self.channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(roots), options)
-        else:
-            self.channel = grpc.insecure_channel(self.address, options)
+        self.channel = open_channel(self.address, tls_ca, tls)
         self.stub = pb_grpc.AgentStub(self.channel)
         self.session_id = ""
         self._device_info: DeviceInfo | None = None
@@ -390,21 +375,40 @@ class RemoteDevice(Device):
         self.channel.close()
 
 
-def list_agent_devices(address: str, token: str | None = None, tls_ca: str | Path | None = None) -> list[str]:
-    """``remote://`` URIs of every device the agent at ``address`` serves."""
+def bearer(token: str | None, where: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata with the token (or ``GATEWRIGHT_TOKEN``)."""
     token = token or os.environ.get("GATEWRIGHT_TOKEN")
     if not token:
-        raise DeviceError(f"agent {address}: set GATEWRIGHT_TOKEN to list its devices")
+        raise DeviceError(f"{where}: the agent needs a token; pass open(uri, token=...) or set GATEWRIGHT_TOKEN")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def open_channel(address: str, tls_ca: str | Path | None = None, tls: bool | None = None) -> grpc.Channel:
+    """A channel to an agent: TLS with ``tls_ca`` (or ``GATEWRIGHT_TLS_CA``), or the system roots with
+    ``tls=True``; plaintext otherwise."""
     ca = tls_ca or os.environ.get("GATEWRIGHT_TLS_CA")
-    channel = (
-        grpc.secure_channel(address, grpc.ssl_channel_credentials(Path(ca).read_bytes()))
-        if ca
-        else grpc.insecure_channel(address)
-    )
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # an agent that restarts is found again within about a second, not after minutes of backoff
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+    if not (ca or tls):
+        return grpc.insecure_channel(address, options)
     try:
-        reply = pb_grpc.AgentStub(channel).ListDevices(
-            pb.ListDevicesRequest(), timeout=10.0, metadata=(("authorization", f"Bearer {token}"),)
-        )
+        roots = Path(ca).read_bytes() if ca else None
+    except OSError as exc:
+        raise DeviceError(f"{ca}: cannot read the CA certificate ({exc.strerror})") from None
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options)
+
+
+def list_agent_devices(address: str, token: str | None = None, tls_ca: str | Path | None = None) -> list[str]:
+    """``remote://`` URIs of every device the agent at ``address`` serves."""
+    metadata = bearer(token, f"agent {address}")
+    channel = open_channel(address, tls_ca)
+    try:
+        reply = pb_grpc.AgentStub(channel).ListDevices(pb.ListDevicesRequest(), timeout=10.0, metadata=metadata)
     except grpc.RpcError as exc:
         raise DeviceError(f"agent {address}: {exc.code().name}: {exc.details()}") from None
     finally:

@@ -7,7 +7,6 @@ running while the model is loaded, so a call costs a pipe round trip plus the si
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,12 @@ import numpy as np
 from gatewright.build.bundle import Bundle
 from gatewright.cache import cache_root
 from gatewright.devices.base import Device, DeviceInfo, Model
-from gatewright.devices.emu import EmulatedModel
+from gatewright.devices.emu import HardwareModel
 from gatewright.errors import BundleError, DeviceError
 from gatewright.hw import sim
-from gatewright.quant.emulator import reject_nan
 
 
-class SimulatedModel(EmulatedModel):
+class SimulatedModel(HardwareModel):
     """The emulated model with the hardware part replaced by the simulated RTL."""
 
     simulator: sim.Simulator
@@ -50,17 +48,10 @@ class SimulatedModel(EmulatedModel):
         model.simulator = sim.Simulator(binary, shape)
         return model
 
-    def hardware_output(self, x: np.ndarray) -> np.ndarray:
-        reject_nan(np.asarray(x, dtype=np.float64).reshape(len(x), -1))  # NaN has no fixed-point value
-        raw = np.asarray(self.emulator.quantize_input(x), dtype=np.int64)
+    def run_raw(self, raw: np.ndarray) -> np.ndarray:
         result = self.simulator.run(raw)
         self.last_cycles = result.cycles
-        scale = math.ldexp(1.0, -self.emulator.output_format.frac)
-        value = np.multiply(result.outputs, scale, dtype=np.float64).astype(self.boundary_dtype)
-        return value.T if self.transposed else value
-
-    def update_params(self, source: str | Path | bytes) -> None:
-        Model.update_params(self, source)  # the weights are constants of the simulated RTL
+        return result.outputs
 
     def close(self) -> None:
         self.simulator.close()
