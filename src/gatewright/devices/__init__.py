@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from gatewright.devices.base import (
@@ -29,18 +29,24 @@ ENTRY_POINT_GROUP = "gatewright.devices"
 log = logging.getLogger("gatewright")
 
 
+def _registered() -> dict[str, EntryPoint]:
+    allowed = {k.strip() for k in os.environ.get("GATEWRIGHT_DEVICES", "").split(",") if k.strip()}
+    return {e.name: e for e in entry_points(group=ENTRY_POINT_GROUP) if not allowed or e.name in allowed}
+
+
+def _load(entry: EntryPoint) -> type[Device] | None:
+    try:
+        backend: type[Device] = entry.load()
+    except Exception as exc:  # one broken plugin must not take the others down
+        log.warning("device backend '%s' (%s) cannot be loaded: %s", entry.name, entry.value, exc)
+        return None
+    return backend
+
+
 def backends() -> dict[str, type[Device]]:
     """Registered device kinds, restricted by ``GATEWRIGHT_DEVICES`` when set."""
-    allowed = {k.strip() for k in os.environ.get("GATEWRIGHT_DEVICES", "").split(",") if k.strip()}
-    found: dict[str, type[Device]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if allowed and entry.name not in allowed:
-            continue
-        try:
-            found[entry.name] = entry.load()
-        except Exception as exc:  # one broken plugin must not take the others down
-            log.warning("device backend '%s' (%s) cannot be loaded: %s", entry.name, entry.value, exc)
-    return found
+    loaded = {name: _load(entry) for name, entry in _registered().items()}
+    return {name: backend for name, backend in loaded.items() if backend is not None}
 
 
 def kind_of(uri: str) -> str:
@@ -66,13 +72,14 @@ def open(uri: str, **options: Any) -> Device:
     """Open a device by URI: ``emu``, ``cpu``, ``sim``, ``noop``, ``board:NAME?port=...``,
     ``remote://host:port/KIND``. Options go to the backend (``token=`` for ``remote``)."""
     kind = kind_of(uri)
-    available = backends()
-    if kind not in available:
+    registered = _registered()  # only the backend asked for is imported (grpc, pyserial load slowly)
+    backend = _load(registered[kind]) if kind in registered else None
+    if backend is None:
         raise DeviceError(
-            f"unknown device '{uri}'; available here: {', '.join(sorted(available)) or 'none'}"
+            f"unknown device '{uri}'; available here: {', '.join(sorted(backends())) or 'none'}"
             + (" (restricted by GATEWRIGHT_DEVICES)" if os.environ.get("GATEWRIGHT_DEVICES") else "")
         )
-    return available[kind](uri, **options)
+    return backend(uri, **options)
 
 
 __all__ = [
