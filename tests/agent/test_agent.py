@@ -432,6 +432,15 @@ def test_agent_cli_needs_a_token(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert run.returncode == 2 and "holds no token" in run.stderr
+    for bad, message in (
+        (["--devices", "emu,nosuch"], "unknown device 'nosuch'"),
+        (["--tls-cert", str(tmp_path / "no.crt"), "--tls-key", str(tmp_path / "no.key")], "cannot read the TLS"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "gatewright.cli", "agent", "--listen", "127.0.0.1:0", *bad],
+            capture_output=True, text=True, env={**env, "GATEWRIGHT_TOKEN": "t"}, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
 def test_concurrent_uploads_of_one_blob_all_succeed(

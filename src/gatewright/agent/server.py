@@ -70,7 +70,8 @@ class AgentService(pb_grpc.AgentServicer):
             for uri in device_uris:
                 self.devices[uri] = devices.open(uri)
         except GatewrightError:
-            self.close()
+            for device in self.devices.values():  # the ones opened before the failing one
+                device.close()
             raise
         self.store = store
         (store / "blobs").mkdir(parents=True, exist_ok=True)
@@ -427,6 +428,12 @@ def serve(
 
     if (tls_cert is None) != (tls_key is None):
         raise DeviceError("TLS needs both --tls-cert and --tls-key")
+    pem: list[tuple[bytes, bytes]] = []
+    if tls_cert is not None and tls_key is not None:
+        try:
+            pem = [(tls_key.read_bytes(), tls_cert.read_bytes())]
+        except OSError as exc:
+            raise DeviceError(f"{exc.filename}: cannot read the TLS certificate or key ({exc.strerror})") from None
     service = AgentService(device_uris, store, lease_s)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent"),
@@ -439,9 +446,8 @@ def serve(
     )
     pb_grpc.add_AgentServicer_to_server(service, server)
     try:
-        if tls_cert is not None and tls_key is not None:
-            credentials = grpc.ssl_server_credentials([(tls_key.read_bytes(), tls_cert.read_bytes())])
-            port = server.add_secure_port(listen, credentials)
+        if pem:
+            port = server.add_secure_port(listen, grpc.ssl_server_credentials(pem))
         else:
             port = server.add_insecure_port(listen)
     except (OSError, RuntimeError) as exc:
