@@ -294,6 +294,60 @@ def agent(
 
 @app.command()
 @user_errors
+def serve(
+    model_repository: Annotated[
+        Path | None,
+        typer.Option(help="Triton-style model repository: DIR/<model>/[<version>/] holding a bundle or model.onnx."),
+    ] = None,
+    http_port: Annotated[int, typer.Option("--http-port", "--http_port", help="REST port (0: any free port).")] = 8080,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", "--grpc_port", help="gRPC port (0: any free port).")] = 8081,
+    device: Annotated[
+        str | None, typer.Option(help="Where firmware bundles run (default emu); plain ONNX models run on cpu.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    max_request_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 beyond).")] = 64 << 20,
+    model_name: Annotated[
+        str | None, typer.Option("--model_name", "--model-name", help="KServe: serve the one model at --model_dir.")
+    ] = None,
+    model_dir: Annotated[
+        Path, typer.Option("--model_dir", "--model-dir", help="KServe: where the model is mounted.")
+    ] = Path("/mnt/models"),
+) -> None:
+    """Serve models over the Open Inference Protocol v2 (REST and gRPC), KServe v1 and /metrics."""
+    import logging
+
+    from gatewright.serve.app import run
+    from gatewright.serve.repository import holds_model
+    from gatewright.serve.server import InferenceServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if model_repository is not None and model_name is not None:
+        raise GatewrightError("serve: give --model-repository or --model_name (KServe), not both")
+    if model_repository is not None:
+        server = InferenceServer(repository=model_repository, device=device, max_request_bytes=max_request_bytes)
+        where = f"model repository {model_repository}"
+    else:
+        if not model_dir.is_dir():
+            raise GatewrightError(
+                f"serve: {model_dir} is not a folder; give --model-repository DIR, or --model_name with --model_dir"
+            )
+        if model_name is None:  # KServe without a name: the mounted folder is a repository
+            server = InferenceServer(repository=model_dir, device=device, max_request_bytes=max_request_bytes)
+        else:
+            folder = model_dir
+            if not holds_model(folder) and (folder / model_name).is_dir():
+                folder = folder / model_name
+            server = InferenceServer(single=(model_name, folder), device=device, max_request_bytes=max_request_bytes)
+        where = f"{model_dir}"
+
+    def listening(http: int, grpc_bound: int) -> None:
+        out.print(f"serving {where}: REST on http://{host}:{http}, gRPC on {host}:{grpc_bound}", highlight=False)
+
+    run(server, host, http_port, grpc_port, listening)
+
+
+@app.command()
+@user_errors
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its model, data and bundle.")] = Path(
         "demo-output"
