@@ -80,7 +80,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
         (root / "digits" / str(version)).mkdir(parents=True)
         (root / "digits" / str(version) / "model.onnx").write_bytes(data)
     (root / "digits" / "config.pbtxt").write_text(
-        'version_policy: { all { } }\nmax_batch_size: 32\ndynamic_batching { max_queue_delay_microseconds: 0 }\n'
+        "version_policy: { all { } }\nmax_batch_size: 32\ndynamic_batching { max_queue_delay_microseconds: 0 }\n"
     )
     (root / "echo").mkdir()
     (root / "echo" / "model.onnx").write_bytes(string_echo_model())

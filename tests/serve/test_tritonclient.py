@@ -18,7 +18,7 @@ from tests.serve.conftest import Repo, Server
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
 
 PROTOCOLS = ["http", "grpc"]
 
@@ -73,7 +73,9 @@ def test_model_metadata_and_config(server: Server, protocol: str) -> None:
     assert meta["name"] == "digits"
     assert meta["versions"] == ["1", "2"]
     assert meta["platform"] == "onnxruntime_onnx"
-    assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]] == [("X", "FP32", [-1, 64])]
+    assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]] == [
+        ("X", "FP32", [-1, 64])
+    ]
     outputs = {t["name"]: (t["datatype"], [int(d) for d in t["shape"]]) for t in meta["outputs"]}
     assert outputs == {"label": ("INT64", [-1]), "probabilities": ("FP32", [-1, 10])}
     config = c.get_model_config("digits", as_json=True) if protocol == "grpc" else c.get_model_config("digits")
@@ -119,8 +121,12 @@ def test_infer_a_chosen_version(server: Server, repo: Repo, protocol: str) -> No
     x = repo.x[:5]
     one = c.infer("digits", [digits_input(protocol, x, True)], model_version="1")
     two = c.infer("digits", [digits_input(protocol, x, True)], model_version="2")
-    np.testing.assert_allclose(one.as_numpy("probabilities"), reference(repo.digits_v1, {"X": x})["probabilities"], rtol=1e-6)
-    np.testing.assert_allclose(two.as_numpy("probabilities"), reference(repo.digits_v2, {"X": x})["probabilities"], rtol=1e-6)
+    np.testing.assert_allclose(
+        one.as_numpy("probabilities"), reference(repo.digits_v1, {"X": x})["probabilities"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        two.as_numpy("probabilities"), reference(repo.digits_v2, {"X": x})["probabilities"], rtol=1e-6
+    )
     assert not np.allclose(one.as_numpy("probabilities"), two.as_numpy("probabilities"))
 
 
@@ -130,13 +136,18 @@ def test_http_mixes_json_and_binary_tensors(server: Server) -> None:
     a = np.array([1, -2, 300], dtype=np.int32)
     b = np.array([5, 6, -7], dtype=np.int32)
     flag = np.array([True, False, True])
-    inputs = [httpclient.InferInput("a", [3], "INT32"), httpclient.InferInput("b", [3], "INT32"),
-              httpclient.InferInput("flag", [3], "BOOL")]
+    inputs = [
+        httpclient.InferInput("a", [3], "INT32"),
+        httpclient.InferInput("b", [3], "INT32"),
+        httpclient.InferInput("flag", [3], "BOOL"),
+    ]
     inputs[0].set_data_from_numpy(a, binary_data=False)
     inputs[1].set_data_from_numpy(b, binary_data=True)
     inputs[2].set_data_from_numpy(flag, binary_data=True)
-    outputs = [httpclient.InferRequestedOutput("sum", binary_data=True),
-               httpclient.InferRequestedOutput("negated", binary_data=False)]
+    outputs = [
+        httpclient.InferRequestedOutput("sum", binary_data=True),
+        httpclient.InferRequestedOutput("negated", binary_data=False),
+    ]
     result = c.infer("typed", inputs, outputs=outputs)
     np.testing.assert_array_equal(result.as_numpy("sum"), a + b)
     np.testing.assert_array_equal(result.as_numpy("negated"), ~flag)
@@ -166,7 +177,8 @@ def test_classification_extension(server: Server, repo: Repo, protocol: str) -> 
     c = client(server, protocol)
     x = repo.x[:3]
     result = c.infer(
-        "digits", [digits_input(protocol, x, True)],
+        "digits",
+        [digits_input(protocol, x, True)],
         outputs=[module(protocol).InferRequestedOutput("probabilities", class_count=2)],
     )
     top = result.as_numpy("probabilities")
@@ -183,8 +195,10 @@ def test_http_compression_both_ways(server: Server, repo: Repo) -> None:
     x = repo.x[:16]
     for algorithm in ("gzip", "deflate"):
         result = c.infer(
-            "digits", [digits_input("http", x, True)],
-            request_compression_algorithm=algorithm, response_compression_algorithm="gzip",
+            "digits",
+            [digits_input("http", x, True)],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm="gzip",
         )
         np.testing.assert_array_equal(result.as_numpy("label"), reference(repo.digits_v2, {"X": x})["label"])
 
@@ -207,8 +221,11 @@ def test_async_infer(server: Server, repo: Repo, protocol: str) -> None:
             done.release()
 
         for i in range(12):
-            c.async_infer("digits", [digits_input("grpc", repo.x[i : i + 1], True)],
-                          callback=lambda result, error, i=i: callback(i, result, error))
+            c.async_infer(
+                "digits",
+                [digits_input("grpc", repo.x[i : i + 1], True)],
+                callback=lambda result, error, i=i: callback(i, result, error),
+            )
         for _ in range(12):
             assert done.acquire(timeout=30)
         labels = [int(r.as_numpy("label")[0]) for r in results]
@@ -245,7 +262,9 @@ def test_a_firmware_bundle_serves_on_emu(server: Server, repo: Repo, protocol: s
     config = c.get_model_config("mlp_bundle", as_json=True) if protocol == "grpc" else c.get_model_config("mlp_bundle")
     config = config.get("config", config)
     assert config["parameters"]["device"]["string_value"] == "emu"
-    meta = c.get_model_metadata("mlp_bundle", as_json=True) if protocol == "grpc" else c.get_model_metadata("mlp_bundle")
+    meta = (
+        c.get_model_metadata("mlp_bundle", as_json=True) if protocol == "grpc" else c.get_model_metadata("mlp_bundle")
+    )
     tensor = module(protocol).InferInput(meta["inputs"][0]["name"], [3, 6], "FP32")
     tensor.set_data_from_numpy(x)
     result = c.infer("mlp_bundle", [tensor])
@@ -266,8 +285,11 @@ def test_statistics_count_requests(server: Server, repo: Repo, protocol: str) ->
     c = client(server, protocol)
 
     def stats() -> dict[str, Any]:
-        got = c.get_inference_statistics("digits", "1", as_json=True) if protocol == "grpc" else \
-            c.get_inference_statistics("digits", "1")
+        got = (
+            c.get_inference_statistics("digits", "1", as_json=True)
+            if protocol == "grpc"
+            else c.get_inference_statistics("digits", "1")
+        )
         return got["model_stats"][0]
 
     before = stats()
@@ -350,8 +372,11 @@ def test_system_shared_memory_inputs_and_outputs(server: Server, repo: Repo, pro
         shm.set_shared_memory_region(in_handle, [x])
         c.register_system_shared_memory(f"in_{protocol}", f"/gw_in_{protocol}", x.nbytes)
         c.register_system_shared_memory(f"out_{protocol}", f"/gw_out_{protocol}", 160)
-        status = c.get_system_shared_memory_status(as_json=True) if protocol == "grpc" else \
-            c.get_system_shared_memory_status()
+        status = (
+            c.get_system_shared_memory_status(as_json=True)
+            if protocol == "grpc"
+            else c.get_system_shared_memory_status()
+        )
         listed = status["regions"].keys() if protocol == "grpc" else [r["name"] for r in status]
         assert {f"in_{protocol}", f"out_{protocol}"} <= set(listed)
         tensor = module(protocol).InferInput("X", [4, 64], "FP32")
@@ -365,8 +390,11 @@ def test_system_shared_memory_inputs_and_outputs(server: Server, repo: Repo, pro
         np.testing.assert_allclose(probs, reference(repo.digits_v2, {"X": x})["probabilities"], rtol=1e-6)
         c.unregister_system_shared_memory(f"in_{protocol}")
         c.unregister_system_shared_memory()
-        status = c.get_system_shared_memory_status(as_json=True) if protocol == "grpc" else \
-            c.get_system_shared_memory_status()
+        status = (
+            c.get_system_shared_memory_status(as_json=True)
+            if protocol == "grpc"
+            else c.get_system_shared_memory_status()
+        )
         assert not (status.get("regions") if protocol == "grpc" else status)
     finally:
         shm.destroy_shared_memory_region(in_handle)

@@ -56,7 +56,7 @@ class HasBlobResponse(_message.Message):
     __slots__ = ("present",)
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     present: bool
-    def __init__(self, present: _Optional[bool] = ...) -> None: ...
+    def __init__(self, present: bool = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("sha256", "kind", "size", "data")
@@ -148,7 +148,7 @@ class SelftestResponse(_message.Message):
     vectors: int
     mismatches_json: str
     summary: str
-    def __init__(self, passed: _Optional[bool] = ..., vectors: _Optional[int] = ..., mismatches_json: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+    def __init__(self, passed: bool = ..., vectors: _Optional[int] = ..., mismatches_json: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class UpdateParamsRequest(_message.Message):
     __slots__ = ("session", "model_id", "onnx")

@@ -69,7 +69,9 @@ async def serve(
         server.close()
 
 
-def run(server: InferenceServer, host: str, http_port: int, grpc_port: int, on_listening: Callable[[int, int], None]) -> None:
+def run(
+    server: InferenceServer, host: str, http_port: int, grpc_port: int, on_listening: Callable[[int, int], None]
+) -> None:
     import uvloop
 
     uvloop.run(serve(server, host, http_port, grpc_port, on_listening))

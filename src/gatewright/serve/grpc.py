@@ -59,13 +59,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         await context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
 
     # -- health and metadata --------------------------------------------------------------------------
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.server.ready())
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         try:
             self.server.model(request.name, request.version)
         except ServeError:
@@ -87,7 +93,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         return ParseDict(served.metadata(self.server.versions(request.name)), pb.ModelMetadataResponse())
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
         try:
             served = self.server.model(request.name, request.version)
         except ServeError as exc:
@@ -106,7 +114,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     # -- inference ------------------------------------------------------------------------------------
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         try:
             return await self._infer(request)
         except ServeError as exc:
@@ -132,9 +142,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             input_ns = time.perf_counter_ns() - start
             served, outputs, timing = await run(self.server, request)
             out_start = time.perf_counter_ns()
-            response = pb.ModelInferResponse(
-                model_name=served.name, model_version=str(served.version), id=message.id
-            )
+            response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=message.id)
             for out in outputs:
                 tensor = response.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
                 if out.shm is not None:
@@ -288,7 +296,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             response.settings[key].value.extend(values)
         return response
 
-    async def LogSettings(self, request: pb.LogSettingsRequest, context: grpc.aio.ServicerContext) -> pb.LogSettingsResponse:
+    async def LogSettings(
+        self, request: pb.LogSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LogSettingsResponse:
         update = {key: _param(value) for key, value in request.settings.items()}
         try:
             settings = self.server.update_log_settings(update) if update else self.server.log_settings
@@ -297,7 +307,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         response = pb.LogSettingsResponse()
         for key, value in settings.items():
-            field = "bool_param" if isinstance(value, bool) else "uint32_param" if isinstance(value, int) else "string_param"
+            field = (
+                "bool_param"
+                if isinstance(value, bool)
+                else "uint32_param"
+                if isinstance(value, int)
+                else "string_param"
+            )
             setattr(response.settings[key], field, value)
         return response
 

@@ -170,7 +170,9 @@ class HttpApp:
         if path in ("/openapi.json", "/v2/openapi.json"):
             _allow(method, "GET", path)
             return 200, self.openapi(), JSON
-        raise NotFoundError(f"no endpoint {path}; the Open Inference Protocol's paths start with /v2 (see /openapi.json)")
+        raise NotFoundError(
+            f"no endpoint {path}; the Open Inference Protocol's paths start with /v2 (see /openapi.json)"
+        )
 
     def openapi(self) -> bytes:
         if self._openapi is None:
@@ -242,7 +244,8 @@ class HttpApp:
         if header_length is not None:
             if not header_length.isdigit() or int(header_length) > len(body):
                 raise RequestError(
-                    f"Inference-Header-Content-Length {header_length!r} is not a length within the {len(body)}-byte body"
+                    f"Inference-Header-Content-Length {header_length!r} is not a length within the "
+                    f"{len(body)}-byte body"
                 )
             split = int(header_length)
             header, binary = body[:split], memoryview(body)[split:]
@@ -376,7 +379,9 @@ class HttpApp:
         return 200, orjson.dumps(_flat_trace(self.server.trace_settings(model, update))), JSON
 
     # -- KServe v1 ------------------------------------------------------------------------------------
-    async def _v1(self, scope: Scope, receive: Receive, method: str, name: str, predict: bool) -> tuple[int, bytes, list]:
+    async def _v1(
+        self, scope: Scope, receive: Receive, method: str, name: str, predict: bool
+    ) -> tuple[int, bytes, list]:
         if not predict:
             _allow(method, "GET", scope["path"])
             served = self.server.model(name)
@@ -488,7 +493,9 @@ def _loads(body: bytes | memoryview) -> Any:
 
 def _allow(method: str, allowed: str, path: str) -> None:
     if method != allowed:
-        raise Response(405, orjson.dumps({"error": f"{path} takes {allowed}, not {method}"}), [*JSON, (b"allow", allowed.encode())])
+        raise Response(
+            405, orjson.dumps({"error": f"{path} takes {allowed}, not {method}"}), [*JSON, (b"allow", allowed.encode())]
+        )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -64,7 +64,9 @@ class ServerCollector(Collector):
         cycles = CounterMetricFamily(
             "gatewright_device_cycles", "Device clock cycles spent in the model's executions", labels=device_labels
         )
-        device_errors = CounterMetricFamily("gatewright_device_errors", "Executions the device failed", labels=device_labels)
+        device_errors = CounterMetricFamily(
+            "gatewright_device_errors", "Executions the device failed", labels=device_labels
+        )
         for name, versions in sorted(self.server.models.items()):
             for version, served in sorted(versions.items()):
                 labels = [name, str(version)]

@@ -6,6 +6,7 @@ memory regions, and the trace and log settings. The front ends only translate th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mmap
 import os
@@ -133,7 +134,9 @@ class InferenceServer:
                 return versions[int(version)]
             if state is not None:
                 raise UnavailableError(f"model '{name}' version {version} is not ready: {state.state} {state.reason}")
-            raise NotFoundError(f"model '{name}' has no version {version}" if name in self.states else self._unknown(name))
+            raise NotFoundError(
+                f"model '{name}' has no version {version}" if name in self.states else self._unknown(name)
+            )
         if versions:
             return versions[max(versions)]
         if name in self.states:
@@ -169,10 +172,8 @@ class InferenceServer:
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         entries: list[dict[str, str]] = []
         names = set(self.states)
-        try:
+        with contextlib.suppress(GatewrightError):
             names |= set(self._folders())
-        except GatewrightError:
-            pass
         for name in sorted(names):
             states = self.states.get(name, {})
             if not states:
@@ -201,7 +202,12 @@ class InferenceServer:
                     continue
                 self.models.setdefault(name, {})[version] = served
                 self.states[name][version] = VersionState("READY")
-                log.info("model %s version %d ready on %s", name, version, served.model.device.uri if served.model.device else "?")
+                log.info(
+                    "model %s version %d ready on %s",
+                    name,
+                    version,
+                    served.model.device.uri if served.model.device else "?",
+                )
             failed = [f"version {v}: {s.reason}" for v, s in self.states[name].items() if s.state != "READY"]
             if failed:
                 raise UnavailableError(f"model '{name}' failed to load: {'; '.join(failed)}")
@@ -324,7 +330,8 @@ class InferenceServer:
             size = os.fstat(fd).st_size
             if offset < 0 or byte_size <= 0 or offset + byte_size > size:
                 raise RequestError(
-                    f"shared memory region '{name}': offset {offset} + size {byte_size} exceeds the {size} bytes of {key}"
+                    f"shared memory region '{name}': offset {offset} + size {byte_size} exceeds the "
+                    f"{size} bytes of {key}"
                 )
             buffer = mmap.mmap(fd, size)
         finally:
@@ -425,9 +432,9 @@ def _check_trace(key: str, value: list[str]) -> None:
         raise RequestError(f"trace setting {key!r} takes a list of strings")
     if key == "trace_level" and (not value or not set(value) <= TRACE_LEVELS):
         raise RequestError(f"trace setting 'trace_level' takes {', '.join(sorted(TRACE_LEVELS))}")
-    if key in ("trace_rate", "trace_count", "log_frequency"):
-        if len(value) != 1 or not value[0].lstrip("-").isdigit():
-            raise RequestError(f"trace setting {key!r} takes one whole number")
+    numeric = key in ("trace_rate", "trace_count", "log_frequency")
+    if numeric and (len(value) != 1 or not value[0].lstrip("-").isdigit()):
+        raise RequestError(f"trace setting {key!r} takes one whole number")
     if key == "trace_file" and len(value) > 1:
         raise RequestError("trace setting 'trace_file' takes one path")
 
