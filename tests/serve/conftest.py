@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -116,8 +117,11 @@ class Server:
         return f"http://{self.http}"
 
 
-def start_server(args: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 60.0) -> Server:
-    """Start ``gatewright serve ARGS`` on free ports and wait until it reports ready."""
+def start_server(
+    args: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 60.0, ready: bool = True
+) -> Server:
+    """Start ``gatewright serve ARGS`` on free ports and wait until it reports ready (or, with
+    ``ready=False``, until it is live and has tried to load every model)."""
     out = log.open("w")
     process = subprocess.Popen(
         [*GATEWRIGHT, "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", *args],
@@ -140,6 +144,9 @@ def start_server(args: list[str], log: Path, env: dict[str, str] | None = None, 
             with urllib.request.urlopen(f"{server.base}/v2/health/ready", timeout=2) as answer:
                 if answer.status == 200:
                     return server
+        except urllib.error.HTTPError as exc:
+            if not ready and exc.code == 400 and _loading_done(server):
+                return server
         except OSError:
             pass
         if process.poll() is not None:
@@ -147,6 +154,12 @@ def start_server(args: list[str], log: Path, env: dict[str, str] | None = None, 
         time.sleep(0.1)
     stop_server(server)
     raise AssertionError(f"the server was not ready within {timeout} s:\n{log.read_text()}")
+
+
+def _loading_done(server: Server) -> bool:
+    request = urllib.request.Request(f"{server.base}/v2/repository/index", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=2) as answer:
+        return "LOADING" not in answer.read().decode()
 
 
 def stop_server(server: Server) -> None:

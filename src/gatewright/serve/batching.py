@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-INLINE_BELOW_NS = 60_000  # executions faster than this (moving average) run in the event loop
+INLINE_BELOW_NS = 150_000  # executions faster than this (moving average) run in the event loop
 
 Feeds = dict[str, np.ndarray]
 Outputs = dict[str, Any]
@@ -35,7 +35,8 @@ Outputs = dict[str, Any]
 class Timing:
     queue_ns: int
     infer_ns: int
-    batch_size: int
+    batch_size: int  # samples in the execution this request was part of
+    samples: int  # the request's own samples
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Batcher:
             start = time.perf_counter_ns()
             outputs, infer_ns = self._execute(feeds)
             self._executed(samples, infer_ns)
-            return outputs, Timing(time.perf_counter_ns() - start - infer_ns, infer_ns, samples)
+            return outputs, Timing(time.perf_counter_ns() - start - infer_ns, infer_ns, samples, samples)
         loop = asyncio.get_running_loop()
         if self._worker is None:
             self._wake = asyncio.Event()
@@ -128,7 +129,7 @@ class Batcher:
             parts = [outputs] if len(batch) == 1 else _split(outputs, [p.samples for p in batch])
             for p, part in zip(batch, parts, strict=True):
                 if not p.future.done():  # a client that went away cancelled its future
-                    p.future.set_result((part, Timing(start - p.arrived, infer_ns, samples)))
+                    p.future.set_result((part, Timing(start - p.arrived, infer_ns, samples, p.samples)))
 
     def _executed(self, samples: int, infer_ns: int) -> None:
         self._average_ns = infer_ns if self._average_ns is None else 0.9 * self._average_ns + 0.1 * infer_ns

@@ -153,7 +153,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 else:
                     response.raw_output_contents.append(out.raw())
             end = time.perf_counter_ns()
-            served.stats.succeeded(end - start, input_ns, end - out_start, timing.batch_size, timing)
+            served.stats.succeeded(end - start, input_ns, end - out_start, timing.samples, timing)
             return response
         except ServeError as exc:
             if served is None:

@@ -226,7 +226,7 @@ class HttpApp:
             out_start = time.perf_counter_ns()
             answer = _encode_infer(served.name, served.version, request.id, outputs)
             end = time.perf_counter_ns()
-            served.stats.succeeded(end - start, input_ns, end - out_start, timing.batch_size, timing)
+            served.stats.succeeded(end - start, input_ns, end - out_start, timing.samples, timing)
             if self.server.trace[""]["trace_level"] != ["OFF"] or len(self.server.trace) > 1:
                 self.server.record_trace(served, request.id, [("HTTP_RECV_START", start), ("HTTP_SEND_START", end)])
             return answer
@@ -420,7 +420,7 @@ class HttpApp:
             count = len(instances)
             predictions = [{k: v[i] for k, v in columns_out.items()} for i in range(count)]
         end = time.perf_counter_ns()
-        served.stats.succeeded(end - start, 0, 0, timing.batch_size, timing)
+        served.stats.succeeded(end - start, 0, 0, timing.samples, timing)
         return 200, orjson.dumps({"predictions": predictions}), JSON
 
 

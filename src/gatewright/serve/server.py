@@ -89,6 +89,11 @@ class InferenceServer:
     ) -> None:
         if (repository is None) == (single is None):
             raise GatewrightError("serve: give a model repository or one model folder")
+        folder = repository if repository is not None else single[1]  # type: ignore[index]
+        if not folder.is_dir():
+            raise GatewrightError(
+                f"serve: {folder} is not a folder; a model repository holds one folder per model (DIR/<model>/)"
+            )
         self.repository = repository
         self.single = single
         self.default_device = device
