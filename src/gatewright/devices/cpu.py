@@ -12,7 +12,6 @@ from gatewright.errors import DeviceError
 from gatewright.model import load_model
 from gatewright.model.runtime import OnnxRunner
 
-
 # One intra-op thread per session: the models gatewright serves are small, where onnxruntime's
 # thread pool costs more than it saves (digits MLP on 2 cores: 8 µs either way at batch 1, 28 µs
 # against 48 µs at batch 256; and under a server's load the pool's second thread waits for a
