@@ -427,9 +427,10 @@ def test_trace_settings_write_a_trace(server: Server, repo: Repo, protocol: str,
         c.infer("digits", [digits_input(protocol, repo.x[:1], True)], request_id="traced")
     finally:
         c.update_trace_settings(settings={"trace_level": ["OFF"], "trace_file": None, "trace_rate": None})
-    if protocol == "http":  # the gRPC front end records no trace; the REST one does
-        lines = [json.loads(line) for line in trace.read_text().splitlines()]
-        assert lines and lines[-1]["model_name"] == "digits" and lines[-1]["request_id"] == "traced"
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert lines and lines[-1]["model_name"] == "digits" and lines[-1]["request_id"] == "traced"
+    stamps = [t["name"] for t in lines[-1]["timestamps"]]
+    assert stamps[0].endswith("_RECV_START") and stamps[-1].endswith("_SEND_START")
     with pytest.raises(InferenceServerException, match="trace_level"):
         c.update_trace_settings(settings={"trace_level": ["LOUD"]})
 

@@ -278,14 +278,16 @@ class Model(ABC):
             outputs=tensors(self.outputs),
         )
 
-    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def infer(self, inputs: Mapping[str, Any], validated: bool = False) -> dict[str, Any]:
         """Run one batch; outputs keyed and ordered as the model declares them. A failure raises
-        ``InputDataError`` (the request was wrong) or ``InferenceError`` (the device failed it)."""
+        ``InputDataError`` (the request was wrong) or ``InferenceError`` (the device failed it).
+        ``validated``: the caller has already matched every input to its declared name, shape and
+        dtype (the inference server does, per request), so the check is not repeated."""
         device_counters = self.device.counters if self.device else None
         if device_counters:
             device_counters.enqueued()
         try:
-            feeds = check_inputs(self.inputs, inputs, where=self.name)
+            feeds = dict(inputs) if validated else check_inputs(self.inputs, inputs, where=self.name)
             start = time.perf_counter()
             if self.concurrent:
                 outputs = self._infer(feeds)

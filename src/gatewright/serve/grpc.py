@@ -154,6 +154,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     response.raw_output_contents.append(out.raw())
             end = time.perf_counter_ns()
             served.stats.succeeded(end - start, input_ns, end - out_start, timing.samples, timing)
+            if self.server.tracing:
+                self.server.record_trace(served, message.id, [("GRPC_RECV_START", start), ("GRPC_SEND_START", end)])
             return response
         except ServeError as exc:
             if served is None:

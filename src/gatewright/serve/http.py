@@ -79,7 +79,7 @@ class HttpApp:
         except Exception as exc:  # a fault of ours: answer 500, log it, keep serving
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             status, body, headers = _error(500, f"internal server error: {type(exc).__name__}: {exc}")
-        if body and _accepts(scope, b"gzip") and len(body) > 512:
+        if len(body) > 512 and _accepts(scope, b"gzip"):
             body = gzip.compress(body, 1)
             headers = [*headers, (b"content-encoding", b"gzip")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -227,7 +227,7 @@ class HttpApp:
             answer = _encode_infer(served.name, served.version, request.id, outputs)
             end = time.perf_counter_ns()
             served.stats.succeeded(end - start, input_ns, end - out_start, timing.samples, timing)
-            if self.server.trace[""]["trace_level"] != ["OFF"] or len(self.server.trace) > 1:
+            if self.server.tracing:
                 self.server.record_trace(served, request.id, [("HTTP_RECV_START", start), ("HTTP_SEND_START", end)])
             return answer
         except ServeError as exc:

@@ -111,7 +111,7 @@ class ServedModel:
         delay = config.dynamic_batching.max_queue_delay_microseconds
         self.config = self._full_config(config, delay)
         self.stats = Stats()
-        self.batcher = Batcher(model.infer, f"{name}-{version}", self.max_batch_size, delay, self.stats.executed)
+        self.batcher = Batcher(self._run, f"{name}-{version}", self.max_batch_size, delay, self.stats.executed)
 
     def _full_config(self, given: pb.ModelConfig, delay: int) -> pb.ModelConfig:
         config = pb.ModelConfig()
@@ -134,6 +134,9 @@ class ServedModel:
         device = self.model.device.uri if self.model.device else ""
         config.parameters["device"].string_value = device
         return config
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        return self.model.infer(feeds, validated=True)  # check_request matched names, shapes and dtypes
 
     def metadata(self, versions: list[int]) -> dict[str, Any]:
         def tensor(spec: TensorSpec) -> dict[str, Any]:

@@ -388,6 +388,11 @@ class InferenceServer:
         merged.update(self.trace.get(model, {}) if model else {})
         return merged
 
+    @property
+    def tracing(self) -> bool:
+        """Whether any trace setting (global or per model) asks for traces: one cheap test per request."""
+        return self.trace[""]["trace_level"] != ["OFF"] or len(self.trace) > 1
+
     def record_trace(self, model: ServedModel, request_id: str, stamps: list[tuple[str, int]]) -> None:
         """Write a TIMESTAMPS trace of one request where the trace settings ask for it."""
         settings = self.trace_settings_for(model.name)
