@@ -207,10 +207,9 @@ def test_serve_cli_errors_are_clean(tmp_path: Path) -> None:
 
 def test_kserves_own_python_clients(server: Server, repo: Repo, tmp_path: Path) -> None:
     """KServe's InferenceRESTClient (v1 and v2) and InferenceGRPCClient, where kserve installs."""
+    import importlib.util
     import subprocess
     import sys
-
-    import importlib.util
 
     if importlib.util.find_spec("kserve") is None:  # not imported here: its protobufs clash with tritonclient's
         pytest.skip("kserve is not installed")
@@ -241,3 +240,48 @@ def test_kserves_own_python_clients(server: Server, repo: Repo, tmp_path: Path) 
         "grpc_model_ready",
     ):
         assert found[key] is True, key
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_a_bundle_on_the_simulated_rtl_with_cycles_in_the_metrics(repo: Repo, tmp_path: Path) -> None:
+    """--device sim: the bundle runs on the Verilator simulation of its RTL, bit-exact with emu, and
+    the simulator's clock cycles reach /metrics."""
+    from gatewright import devices
+    from gatewright.build.pipeline import build
+    from tests import onnx_models as om
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "m.onnx").write_bytes(om.pytorch_mlp([6, 12, 4], seed=3))
+    np.save(work / "calib.npy", om.rng(1).normal(size=(200, 6)).astype(np.float32))
+    root = tmp_path / "repo"
+    (root / "mlp").mkdir(parents=True)
+    build(work / "m.onnx", root / "mlp" / "1", until="sim", calibration=work / "calib.npy")
+    server = start_server(["--model-repository", str(root), "--device", "sim"], tmp_path / "serve.log", timeout=300)
+    try:
+        status, meta = call(server, "/v2/models/mlp")
+        name = meta["inputs"][0]["name"]
+        x = np.linspace(-1.5, 1.5, 30, dtype=np.float32).reshape(5, 6)
+        body = {"inputs": [{"name": name, "shape": [5, 6], "datatype": "FP32", "data": x.ravel().tolist()}]}
+        status, answer = call(server, "/v2/models/mlp/infer", body)
+        assert status == 200
+        with devices.open("emu") as emu:
+            want = emu.load(root / "mlp" / "1").infer({name: x})
+        for out in answer["outputs"]:
+            assert out["datatype"] == "FP32"
+            got = np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+            np.testing.assert_array_equal(got, want[out["name"]].astype(np.float32))
+        status, config = call(server, "/v2/models/mlp/config")
+        assert config["parameters"]["device"]["string_value"] == "sim"
+        with urllib.request.urlopen(server.base + "/metrics") as metrics:
+            text = metrics.read().decode()
+        cycles = [
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "gatewright_device_cycles_total" and s.labels["device"] == "sim"
+        ]
+        assert cycles and cycles[0] > 0
+    finally:
+        stop_server(server)

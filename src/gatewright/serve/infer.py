@@ -12,7 +12,7 @@ import numpy as np
 from gatewright.serve.errors import RequestError, ServeError
 from gatewright.serve.models import ServedModel
 from gatewright.serve.server import InferenceServer
-from gatewright.serve.tensors import from_raw, to_raw
+from gatewright.serve.tensors import DATATYPES, from_raw, to_raw
 
 
 @dataclass
@@ -87,8 +87,10 @@ async def run(server: InferenceServer, request: InferRequest) -> tuple[ServedMod
             raise RequestError(
                 f"model '{served.name}' has no output '{want.name}'; its outputs are {', '.join(served.outputs)}"
             )
-        array = np.asarray(outputs[want.name])
         datatype = served.datatypes[want.name]
+        array = np.asarray(outputs[want.name])
+        if datatype != "BYTES" and array.dtype != DATATYPES[datatype]:  # as the model declares it
+            array = array.astype(DATATYPES[datatype])
         if want.classification:
             array, datatype = classify(array, want.classification, want.name, served.max_batch_size > 0)
         binary = request.binary_outputs if want.binary is None else want.binary
