@@ -284,6 +284,9 @@ def wait_ready(running: Running) -> float:
 # ----------------------------------------------------------------------------------------------------- measuring
 
 
+HTTP_CLIENT = ["socket"]  # set from --http-client; every client process of the run uses it
+
+
 def run_clients(
     work: Path, protocol: str, port: int, clients: int, *, requests: int, seconds: float, warmup: int, check: bool
 ) -> dict[str, Any]:
@@ -295,7 +298,8 @@ def run_clients(
             result.unlink(missing_ok=True)
             results.append(result)
             spec = {"protocol": protocol, "port": port, "data": str(work / "samples.npz"), "offset": 211 * k,
-                    "warmup": warmup, "requests": requests, "check_label": check, "result": str(result)}  # fmt: skip
+                    "warmup": warmup, "requests": requests, "check_label": check, "result": str(result),
+                    "http_client": HTTP_CLIENT[0]}  # fmt: skip
             command = [sys.executable, str(PEERS / "client.py"), json.dumps(spec)]
             processes.append(spawn(command, work / "clients.log", stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         for process in processes:
@@ -438,7 +442,14 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the table's rows and the versions here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (model, settings, server logs)")
+    parser.add_argument(
+        "--http-client",
+        choices=("socket", "stdlib"),
+        default="socket",
+        help="REST client: a raw keep-alive socket (the leanest) or the standard library's http.client",
+    )
     args = parser.parse_args()
+    HTTP_CLIENT[0] = args.http_client
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if unknown := sorted(set(servers) - set(SERVERS + OPTIONAL)):
         parser.error(f"unknown servers {unknown}; choose from {', '.join(SERVERS + OPTIONAL)}")
@@ -476,6 +487,7 @@ def main() -> None:
         console.print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores; "
             + ", ".join(f"{k} {v}" for k, v in versions.items())
+            + f"; REST client: {'raw socket' if args.http_client == 'socket' else 'http.client'}"
             + f"; {args.requests} sequential requests after {args.warmup} warm-up; {args.clients} clients for "
             f"{args.seconds:g} s; work folder {work}{'' if args.keep else ' (removed)'}"
         )

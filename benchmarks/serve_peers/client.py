@@ -82,8 +82,23 @@ class HttpConnection:
                 return body  # (no trailers expected)
 
 
-def rest_caller(port: int, x: np.ndarray) -> tuple[Any, Any]:
-    connection = HttpConnection(port)
+class StdlibConnection:
+    """The same exchange through the standard library's http.client (one keep-alive connection)."""
+
+    def __init__(self, port: int) -> None:
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def exchange(self, request: bytes) -> tuple[int, bytes]:
+        _, _, body = request.partition(b"\r\n\r\n")
+        self.connection.request("POST", INFER_PATH, body, {"Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+
+def rest_caller(port: int, x: np.ndarray, http_client: str = "socket") -> tuple[Any, Any]:
+    connection = HttpConnection(port) if http_client == "socket" else StdlibConnection(port)
     prefix = f"POST {INFER_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
     requests = []
     for row in x:
@@ -145,8 +160,10 @@ def client_main(spec: dict[str, Any]) -> None:
     try:
         data = np.load(spec["data"])
         x, expected = data["x"], data["labels"]
-        caller = rest_caller if spec["protocol"] == "rest" else grpc_caller
-        call, label = caller(spec["port"], x)
+        if spec["protocol"] == "rest":
+            call, label = rest_caller(spec["port"], x, spec.get("http_client", "socket"))
+        else:
+            call, label = grpc_caller(spec["port"], x)
         n, offset, check = len(x), spec["offset"], spec["check_label"]
         for i in range(spec["warmup"]):
             label(call((offset + i) % n))

@@ -6,6 +6,7 @@ memory regions, and the trace and log settings. The front ends only translate th
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import logging
 import mmap
@@ -173,6 +174,9 @@ class InferenceServer:
                     log.error("model %s: %s", name, exc)
         finally:
             self.started = True
+            # The models, sessions and modules loaded so far live as long as the server: move them out
+            # of the garbage collector's way, so collections triggered by requests scan only requests.
+            gc.freeze()
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         entries: list[dict[str, str]] = []
