@@ -155,7 +155,7 @@ class HttpApp:
         if path == "/v2/logging":
             if method == "GET":
                 return 200, orjson.dumps(server.log_settings), JSON
-            _allow(method, "POST", path)
+            _allow(method, "POST", path, also="GET")
             update = await self._json_body(scope, receive)
             return 200, orjson.dumps(server.update_log_settings(update)), JSON
         match = _V1.match(path)
@@ -242,7 +242,7 @@ class HttpApp:
 
     def _parse_infer(self, body: bytes, header_length: str | None, name: str, version: str) -> InferRequest:
         if header_length is not None:
-            if not header_length.isdigit() or int(header_length) > len(body):
+            if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
                 raise RequestError(
                     f"Inference-Header-Content-Length {header_length!r} is not a length within the "
                     f"{len(body)}-byte body"
@@ -366,16 +366,15 @@ class HttpApp:
     async def _trace(self, scope: Scope, receive: Receive, method: str, model: str) -> tuple[int, bytes, list]:
         if method == "GET":
             return 200, orjson.dumps(_flat_trace(self.server.trace_settings(model))), JSON
-        _allow(method, "POST", scope["path"])
+        _allow(method, "POST", scope["path"], also="GET")
         body = await self._json_body(scope, receive, optional=True)
         update: dict[str, list[str] | None] = {}
         for key, value in body.items():
-            if value is None:
-                update[key] = None
-            elif isinstance(value, list):
-                update[key] = [str(v) for v in value]
-            else:
-                update[key] = [str(value)]
+            values = value if isinstance(value, list) else [value]
+            plain = all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values)
+            if value is not None and not plain:
+                raise RequestError(f"trace setting {key!r} takes a string, a number, a list of them, or null")
+            update[key] = None if value is None else [str(v) for v in values]
         return 200, orjson.dumps(_flat_trace(self.server.trace_settings(model, update))), JSON
 
     # -- KServe v1 ------------------------------------------------------------------------------------
@@ -402,7 +401,10 @@ class HttpApp:
                 if not all(isinstance(i, dict) for i in instances):
                     names = ", ".join(s.name for s in specs)
                     raise RequestError(f"v1 predict: the model has inputs {names}; give each instance as an object")
-                columns = {s.name: [i.get(s.name) for i in instances] for s in specs}
+                missing = [s.name for s in specs if any(s.name not in i for i in instances)]
+                if missing:
+                    raise RequestError(f"v1 predict: an instance has no {', '.join(missing)}; give every input")
+                columns = {s.name: [i[s.name] for i in instances] for s in specs}
             for spec in specs:
                 dtype = object if spec.dtype == "str" else np.dtype(spec.dtype)
                 array = np.array(columns[spec.name], dtype=dtype)
@@ -410,7 +412,7 @@ class HttpApp:
                 if datatype == "BYTES":
                     array = np.array([str(v).encode() for v in array.ravel()], dtype=object).reshape(array.shape)
                 request.inputs[spec.name] = (datatype, array)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise RequestError("v1 predict: the instances do not form arrays of the model's input type") from None
         served, outputs, timing = await run(self.server, request)
         columns_out = {o.name: _plain(o) for o in outputs}
@@ -491,10 +493,12 @@ def _loads(body: bytes | memoryview) -> Any:
         raise RequestError(f"the request body is not valid JSON: {exc}") from None
 
 
-def _allow(method: str, allowed: str, path: str) -> None:
+def _allow(method: str, allowed: str, path: str, also: str = "") -> None:
+    """405 unless ``method`` is ``allowed``; the Allow header lists every method the path takes."""
     if method != allowed:
+        methods = f"{also}, {allowed}" if also else allowed
         raise Response(
-            405, orjson.dumps({"error": f"{path} takes {allowed}, not {method}"}), [*JSON, (b"allow", allowed.encode())]
+            405, orjson.dumps({"error": f"{path} takes {methods}, not {method}"}), [*JSON, (b"allow", methods.encode())]
         )
 
 
@@ -523,4 +527,6 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise RequestError(f"the request body is not valid {encoding} data: {exc}") from None
     if len(out) > limit:
         raise TooLargeError(f"the request body inflates past {limit} bytes, the most this server takes")
+    if not inflater.eof:
+        raise RequestError(f"the request body's {encoding} data ends early (truncated)")
     return out

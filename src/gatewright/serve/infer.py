@@ -77,16 +77,17 @@ async def run(server: InferenceServer, request: InferRequest) -> tuple[ServedMod
     """Run the request on its model; returns the model, the outputs and the batcher's timing."""
     served = server.model(request.model, request.version)
     feeds, samples = served.check_request(request.inputs)
-    outputs, timing = await served.infer(feeds, samples)
     wanted = request.outputs
     if wanted is None:
         wanted = [RequestedOutput(name) for name in served.outputs]
-    result = []
-    for want in wanted:
+    for want in wanted:  # before the device spends time on the request
         if want.name not in served.outputs:
             raise RequestError(
                 f"model '{served.name}' has no output '{want.name}'; its outputs are {', '.join(served.outputs)}"
             )
+    outputs, timing = await served.infer(feeds, samples)
+    result = []
+    for want in wanted:
         datatype = served.datatypes[want.name]
         array = np.asarray(outputs[want.name])
         if datatype != "BYTES" and array.dtype != DATATYPES[datatype]:  # as the model declares it
@@ -117,7 +118,9 @@ def classify(array: np.ndarray, k: int, name: str, batched: bool) -> tuple[np.nd
         raise RequestError(f"output '{name}' is not numeric and cannot be classified")
     rows = array.reshape(array.shape[0], -1) if batched and array.ndim > 1 else array.reshape(1, -1)
     k = min(k, rows.shape[1])
-    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    # descending by value, ties in index order; negated as float64: -x wraps around for unsigned integers
+    # (a UINT8 0 ranked first) and is refused for booleans
+    order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
     out = np.empty(order.shape, dtype=object)
     for r in range(rows.shape[0]):
         for c, index in enumerate(order[r]):

@@ -56,17 +56,21 @@ def holds_model(path: Path) -> bool:
     return (path / MANIFEST).is_file() or (path / MODEL_FILE).is_file()
 
 
+def check_name(name: str) -> None:
+    if not _NAME.fullmatch(name) or len(name) > 200:
+        raise RequestError(f"model name {name[:200]!r}: use letters, digits, '_', '-' and '.' (at most 200)")
+
+
 def read_source(name: str, root: Path, config_override: str | None = None) -> ModelSource:
     """The versions and configuration of the model in folder ``root``."""
-    if not _NAME.match(name):
-        raise RequestError(f"model name {name!r}: use letters, digits, '_', '-' and '.'")
+    check_name(name)
     if not root.is_dir():
         raise NotFoundError(f"model '{name}': no folder {root}")
     versions: dict[int, Path] = {}
     if holds_model(root):
         versions[1] = root
     for child in root.iterdir():
-        if child.is_dir() and child.name.isdigit() and holds_model(child):
+        if child.is_dir() and child.name.isascii() and child.name.isdigit() and holds_model(child):
             versions[int(child.name)] = child
     source = ModelSource(name, root, versions, _read_config(name, root, config_override))
     if not versions:
@@ -81,8 +85,11 @@ def _read_config(name: str, root: Path, override: str | None) -> pb.ModelConfig:
     config = pb.ModelConfig()
     if override is not None:  # the repository API's "config" parameter: the configuration as JSON
         try:
-            ParseDict(json.loads(override), config, ignore_unknown_fields=True)
-        except (ValueError, ParseError) as exc:
+            parsed = json.loads(override)
+            if not isinstance(parsed, dict):
+                raise ValueError(f"a JSON object is needed, not {type(parsed).__name__}")
+            ParseDict(parsed, config, ignore_unknown_fields=True)
+        except (ValueError, TypeError, ParseError) as exc:
             raise RequestError(
                 f"model '{name}': the 'config' parameter is not a valid model configuration: {exc}"
             ) from None

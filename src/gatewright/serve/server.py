@@ -6,11 +6,12 @@ memory regions, and the trace and log settings. The front ends only translate th
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import mmap
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from gatewright.devices.base import Device
 from gatewright.errors import GatewrightError
 from gatewright.serve.errors import NotFoundError, RequestError, UnavailableError, UnsupportedError
 from gatewright.serve.models import ServedModel
-from gatewright.serve.repository import MANIFEST, MODEL_FILE, ModelSource, read_source, scan
+from gatewright.serve.repository import MANIFEST, MODEL_FILE, ModelSource, check_name, read_source, scan
 
 log = logging.getLogger("gatewright.serve")
 
@@ -54,6 +55,14 @@ TRACE_DEFAULTS: dict[str, list[str]] = {
     "trace_mode": ["triton"],
 }
 TRACE_LEVELS = {"OFF", "TIMESTAMPS", "TENSORS"}
+LOG_SETTINGS: dict[str, type] = {
+    "log_file": str,
+    "log_info": bool,
+    "log_warning": bool,
+    "log_error": bool,
+    "log_verbose_level": int,
+    "log_format": str,
+}
 
 
 @dataclass
@@ -133,7 +142,7 @@ class InferenceServer:
         """The served model version; version "" is the latest ready one."""
         versions = self.models.get(name)
         if version:
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):  # '²'.isdigit() holds, int('²') fails
                 raise RequestError(f"model '{name}': version {version!r} is not a number")
             state = self.states.get(name, {}).get(int(version))
             if versions and int(version) in versions:
@@ -198,8 +207,20 @@ class InferenceServer:
     async def load(self, name: str, config: str | None = None, files: dict[str, bytes] | None = None) -> None:
         """Load (or reload) a model: its selected versions, from the repository or from ``files``."""
         async with self._load_lock:
-            folder = self._write_upload(name, files) if files else self._uploads.get(name) or self._folder(name)
-            source = read_source(name, folder, config)
+            if files:
+                check_name(name)  # before the name becomes part of a folder's name
+                folder = self._write_upload(name, files)
+                try:
+                    source = read_source(name, folder, config)
+                except Exception:  # the upload holds no model: keep the model's previous source
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                old = self._uploads.pop(name, None)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                self._uploads[name] = folder
+            else:
+                source = read_source(name, self._uploads.get(name) or self._folder(name), config)
             wanted = source.selected_versions()
             await self._unload(name)
             self.states[name] = {v: VersionState("LOADING") for v in wanted}
@@ -219,7 +240,9 @@ class InferenceServer:
                 )
             failed = [f"version {v}: {s.reason}" for v, s in self.states[name].items() if s.state != "READY"]
             if failed:
-                raise UnavailableError(f"model '{name}' failed to load: {'; '.join(failed)}")
+                # the request's own files or configuration: the client's mistake (400); the repository's: 503
+                error = RequestError if files or config is not None else UnavailableError
+                raise error(f"model '{name}' failed to load: {'; '.join(failed)}")
 
     def _folder(self, name: str) -> Path:
         folders = self._folders()
@@ -238,13 +261,12 @@ class InferenceServer:
                     raise RequestError(f"model '{name}': file parameter 'file:{rel}' must name a path inside the model")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
+        except (OSError, ValueError) as exc:  # a path that is a folder, or holds a NUL byte
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RequestError(f"model '{name}': cannot write the file parameters: {exc}") from None
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        old = self._uploads.pop(name, None)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self._uploads[name] = folder
         return folder
 
     def _load_version(self, source: ModelSource, version: int) -> ServedModel:
@@ -331,6 +353,8 @@ class InferenceServer:
         path = Path("/dev/shm") / key.lstrip("/")
         if "/" in key.lstrip("/") or not key.lstrip("/"):
             raise RequestError(f"shared memory key {key!r}: give a POSIX shared-memory name such as /{name}")
+        if "\0" in key:
+            raise RequestError(f"shared memory key {key!r}: a name cannot hold a NUL byte")
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError as exc:
@@ -415,8 +439,11 @@ class InferenceServer:
             "model_version": model.version,
             "timestamps": [{"name": n, "ns": ns} for n, ns in stamps],
         }
-        with open(settings["trace_file"][0], "ab") as out:
-            out.write(orjson.dumps(entry) + b"\n")
+        try:
+            with open(settings["trace_file"][0], "ab") as out:
+                out.write(orjson.dumps(entry) + b"\n")
+        except (OSError, ValueError) as exc:  # the request succeeded; a trace that cannot be written is logged
+            log.warning("trace file %s: %s", settings["trace_file"][0], exc)
 
     def trace_settings_for(self, model: str) -> dict[str, list[str]]:
         if len(self.trace) == 1:
@@ -426,18 +453,21 @@ class InferenceServer:
         return merged
 
     def update_log_settings(self, update: dict[str, Any]) -> dict[str, Any]:
-        types = {k: type(v) for k, v in self.log_settings.items()}
         for key, value in update.items():
-            if key not in types:
-                raise RequestError(f"log setting {key!r} is unknown; known: {', '.join(types)}")
-            if types[key] is bool and not isinstance(value, bool):
+            kind = LOG_SETTINGS.get(key)
+            if kind is None:
+                raise RequestError(f"log setting {key!r} is unknown; known: {', '.join(LOG_SETTINGS)}")
+            if kind is bool and not isinstance(value, bool):
                 raise RequestError(f"log setting {key!r} takes true or false")
-            if types[key] is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise RequestError(f"log setting {key!r} takes a whole number ≥ 0")
+            if kind is str and not isinstance(value, str):
+                raise RequestError(f"log setting {key!r} takes a string")
             if key == "log_format" and value not in ("default", "ISO8601"):
                 raise RequestError("log setting 'log_format' takes 'default' or 'ISO8601'")
-        self.log_settings.update(update)
-        _apply_logging(self.log_settings)
+        settings = {**self.log_settings, **update}
+        _apply_logging(settings)  # raises before anything changes where the log file cannot be opened
+        self.log_settings = settings
         return dict(self.log_settings)
 
 
@@ -447,13 +477,19 @@ def _check_trace(key: str, value: list[str]) -> None:
     if key == "trace_level" and (not value or not set(value) <= TRACE_LEVELS):
         raise RequestError(f"trace setting 'trace_level' takes {', '.join(sorted(TRACE_LEVELS))}")
     numeric = key in ("trace_rate", "trace_count", "log_frequency")
-    if numeric and (len(value) != 1 or not value[0].lstrip("-").isdigit()):
+    if numeric and (len(value) != 1 or not re.fullmatch(r"-?[0-9]+", value[0])):
         raise RequestError(f"trace setting {key!r} takes one whole number")
     if key == "trace_file" and len(value) > 1:
         raise RequestError("trace setting 'trace_file' takes one path")
 
 
 def _apply_logging(settings: dict[str, Any]) -> None:
+    handler = None
+    if settings["log_file"]:
+        try:
+            handler = logging.FileHandler(settings["log_file"])
+        except (OSError, ValueError) as exc:
+            raise RequestError(f"log setting 'log_file': cannot open {settings['log_file']!r}: {exc}") from None
     logger = logging.getLogger("gatewright")
     if settings["log_verbose_level"] > 0:
         level = logging.DEBUG
@@ -466,11 +502,10 @@ def _apply_logging(settings: dict[str, Any]) -> None:
     else:
         level = logging.CRITICAL + 1
     logger.setLevel(level)
-    for handler in [h for h in logger.handlers if getattr(h, "_gatewright_log_file", False)]:
-        logger.removeHandler(handler)
-        handler.close()
-    if settings["log_file"]:
-        handler = logging.FileHandler(settings["log_file"])
+    for old in [h for h in logger.handlers if getattr(h, "_gatewright_log_file", False)]:
+        logger.removeHandler(old)
+        old.close()
+    if handler is not None:
         handler._gatewright_log_file = True  # type: ignore[attr-defined]
         datefmt = "%Y-%m-%dT%H:%M:%SZ" if settings["log_format"] == "ISO8601" else None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt))

@@ -33,6 +33,7 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(object),
 }
+MAX_DIMS = 32  # numpy's arrays hold at most 64 (32 before numpy 2); no model here has more than a handful
 _LITTLE = {name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items() if name != "BYTES"}
 _BY_DTYPE = {dtype.name: name for name, dtype in DATATYPES.items() if name != "BYTES"}
 
@@ -52,11 +53,13 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
         raise RequestError(f"tensor '{name}': 'shape' must be a list of integers, not {shape!r}")
     if any(d < 0 for d in shape):
         raise RequestError(f"tensor '{name}': shape {list(shape)} has a negative dimension")
+    if len(shape) > MAX_DIMS:
+        raise RequestError(f"tensor '{name}': shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
     return tuple(shape)
 
 
 def check_datatype(name: str, datatype: Any) -> str:
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a JSON object is not even hashable
         known = ", ".join(DATATYPES)
         raise RequestError(f"tensor '{name}': unknown datatype {datatype!r}; use one of {known}")
     return str(datatype)
@@ -80,17 +83,25 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np
         return out.reshape(shape)
     if not isinstance(data, list):
         data = [data]
+    problem = f"tensor '{name}': 'data' must be a (nested) list of {datatype} values in row-major order"
     try:
-        array = np.array(data, dtype=np.float64 if datatype == "FP16" else DATATYPES[datatype])
-    except (ValueError, TypeError, OverflowError):
-        raise RequestError(
-            f"tensor '{name}': 'data' must be a (nested) list of {datatype} numbers in row-major order"
-        ) from None
-    if array.size != count or array.dtype == object:
-        raise RequestError(f"tensor '{name}': {array.size} elements given, shape {list(shape)} holds {count}")
-    if datatype in ("BOOL",) and not all(isinstance(v, bool) for v in _flatten(name, data)):
-        raise RequestError(f"tensor '{name}': BOOL data must be true or false")
-    return array.astype(DATATYPES[datatype], copy=False).reshape(shape)
+        raw = np.asarray(data)  # one conversion; the dtype says what JSON gave: bool, int, float, str, null
+    except (ValueError, TypeError):  # ragged nesting
+        raise RequestError(problem) from None
+    if raw.size != count:
+        raise RequestError(f"tensor '{name}': {raw.size} elements given, shape {list(shape)} holds {count}")
+    # numpy would cast silently (null to NaN, "1.5" to 1.5, 1.9 to 1 for INT32, true to 1): the values, as
+    # JSON typed them, must already be of the datatype's kind
+    target = DATATYPES[datatype]
+    kinds = "b" if datatype == "BOOL" else "iuf" if target.kind == "f" else "iu"
+    if raw.size and raw.dtype.kind not in kinds:
+        what = {"b": "true or false", "iuf": "numbers", "iu": "whole numbers"}[kinds]
+        raise RequestError(f"tensor '{name}': {datatype} data must be {what}")
+    if raw.size and target.kind in "iu":
+        info = np.iinfo(target)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise RequestError(f"tensor '{name}': a value lies outside {datatype}'s range {info.min}..{info.max}")
+    return raw.astype(target, copy=False).reshape(shape)
 
 
 def _flatten(name: str, data: Any) -> list[Any]:
