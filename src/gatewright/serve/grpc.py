@@ -19,7 +19,7 @@ from google.protobuf.json_format import ParseDict
 from gatewright.serve import inference_pb2 as pb
 from gatewright.serve import inference_pb2_grpc as pb_grpc
 from gatewright.serve.errors import RequestError, ServeError
-from gatewright.serve.infer import InferRequest, RequestedOutput, failure_reason, read_shm, run, shm_ref
+from gatewright.serve.infer import InferRequest, RequestedOutput, failed, read_shm, run, shm_ref, succeeded
 from gatewright.serve.server import InferenceServer
 from gatewright.serve.tensors import DATATYPES, check_datatype, check_shape, from_raw
 
@@ -139,9 +139,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         served = None
         try:
             request = self._decode(message)
-            input_ns = time.perf_counter_ns() - start
+            decoded = time.perf_counter_ns()
             served, outputs, timing = await run(self.server, request)
-            out_start = time.perf_counter_ns()
+            encoding = time.perf_counter_ns()
             response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=message.id)
             for out in outputs:
                 tensor = response.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
@@ -152,19 +152,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     response.raw_output_contents.append(b"")
                 else:
                     response.raw_output_contents.append(out.raw())
-            end = time.perf_counter_ns()
-            served.stats.succeeded(end - start, input_ns, end - out_start, timing.samples, timing)
-            if self.server.tracing:
-                self.server.record_trace(served, message.id, [("GRPC_RECV_START", start), ("GRPC_SEND_START", end)])
+            succeeded(
+                self.server, served, message.id, timing, (start, decoded, encoding, time.perf_counter_ns()), "GRPC"
+            )
             return response
         except ServeError as exc:
-            if served is None:
-                try:
-                    served = self.server.model(message.model_name, message.model_version)
-                except ServeError:
-                    served = None
-            if served is not None:
-                served.stats.failed(time.perf_counter_ns() - start, failure_reason(exc))
+            failed(self.server, served, message.model_name, message.model_version, start, exc)
             raise
 
     def _decode(self, message: pb.ModelInferRequest) -> InferRequest:

@@ -22,7 +22,16 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gatewright.serve.errors import NotFoundError, RequestError, ServeError, TooLargeError
-from gatewright.serve.infer import InferRequest, OutputTensor, RequestedOutput, failure_reason, read_shm, run, shm_ref
+from gatewright.serve.infer import (
+    InferRequest,
+    OutputTensor,
+    RequestedOutput,
+    failed,
+    read_shm,
+    run,
+    shm_ref,
+    succeeded,
+)
 from gatewright.serve.metrics import registry_for
 from gatewright.serve.repository import config_json
 from gatewright.serve.server import InferenceServer
@@ -221,23 +230,15 @@ class HttpApp:
             body = await self._body(scope, receive)
             header_length = _header(scope, HEADER_LENGTH)
             request = self._parse_infer(body, header_length, name, version)
-            input_ns = time.perf_counter_ns() - start
+            decoded = time.perf_counter_ns()
             served, outputs, timing = await run(self.server, request)
-            out_start = time.perf_counter_ns()
+            encoding = time.perf_counter_ns()
             answer = _encode_infer(served.name, served.version, request.id, outputs)
-            end = time.perf_counter_ns()
-            served.stats.succeeded(end - start, input_ns, end - out_start, timing.samples, timing)
-            if self.server.tracing:
-                self.server.record_trace(served, request.id, [("HTTP_RECV_START", start), ("HTTP_SEND_START", end)])
+            stamps = (start, decoded, encoding, time.perf_counter_ns())
+            succeeded(self.server, served, request.id, timing, stamps, "HTTP")
             return answer
         except ServeError as exc:
-            if served is None:
-                try:
-                    served = self.server.model(name, version)
-                except ServeError:
-                    served = None
-            if served is not None:
-                served.stats.failed(time.perf_counter_ns() - start, failure_reason(exc))
+            failed(self.server, served, name, version, start, exc)
             raise
 
     def _parse_infer(self, body: bytes, header_length: str | None, name: str, version: str) -> InferRequest:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from gatewright.serve.batching import Timing
 from gatewright.serve.errors import RequestError, ServeError
 from gatewright.serve.models import ServedModel
 from gatewright.serve.server import InferenceServer
@@ -135,5 +136,29 @@ def failure_reason(exc: BaseException) -> str:
     return "OTHER"
 
 
-def elapsed_ns(start: int) -> int:
-    return time.perf_counter_ns() - start
+def succeeded(
+    server: InferenceServer,
+    served: ServedModel,
+    request_id: str,
+    timing: Timing,
+    stamps: tuple[int, int, int, int],
+    front: str,
+) -> None:
+    """Statistics (and a trace, where asked for) of a request that succeeded; ``stamps`` are its start, the
+    end of decoding, the start of encoding and its end (perf_counter_ns)."""
+    start, decoded, encoding, end = stamps
+    served.stats.succeeded(end - start, decoded - start, end - encoding, timing.samples, timing)
+    if server.tracing:
+        server.record_trace(served, request_id, [(f"{front}_RECV_START", start), (f"{front}_SEND_START", end)])
+
+
+def failed(
+    server: InferenceServer, served: ServedModel | None, model: str, version: str, start: int, exc: ServeError
+) -> None:
+    """Count a failed request against its model, where the request named one that is served."""
+    if served is None:
+        try:
+            served = server.model(model, version)
+        except ServeError:
+            return
+    served.stats.failed(time.perf_counter_ns() - start, failure_reason(exc))
