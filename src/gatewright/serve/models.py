@@ -167,7 +167,7 @@ class ServedModel:
             if datatype != want:
                 raise RequestError(f"model '{self.name}': input '{name}' is {datatype}; the model expects {want}")
             dims = self.input_dims[name]
-            if len(dims) != array.ndim or any(d not in (-1, n) for d, n in zip(dims, array.shape, strict=True)):
+            if len(dims) != array.ndim or not all(d == -1 or d == n for d, n in zip(dims, array.shape, strict=True)):
                 raise RequestError(
                     f"model '{self.name}': input '{name}' has shape {list(array.shape)}; the model expects {dims} "
                     "(-1: any size)"

@@ -49,12 +49,15 @@ def datatype_of(dtype: str) -> str:
 
 
 def check_shape(name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+    if not isinstance(shape, list | tuple):
         raise RequestError(f"tensor '{name}': 'shape' must be a list of integers, not {shape!r}")
-    if any(d < 0 for d in shape):
-        raise RequestError(f"tensor '{name}': shape {list(shape)} has a negative dimension")
     if len(shape) > MAX_DIMS:
         raise RequestError(f"tensor '{name}': shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
+    for d in shape:  # one plain loop: this runs for every tensor of every request
+        if type(d) is not int:  # bool is a subclass of int, and not a dimension
+            raise RequestError(f"tensor '{name}': 'shape' must be a list of integers, not {shape!r}")
+        if d < 0:
+            raise RequestError(f"tensor '{name}': shape {list(shape)} has a negative dimension")
     return tuple(shape)
 
 
