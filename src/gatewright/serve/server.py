@@ -15,7 +15,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,7 +540,3 @@ def _model_stats(m: ServedModel) -> dict[str, Any]:
         ],
         "memory_usage": [],
     }
-
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -184,19 +183,3 @@ def _as_bytes(item: Any) -> bytes:
     if isinstance(item, str):
         return item.encode()
     return str(item).encode()
-
-
-def as_model_array(name: str, datatype: str, array: np.ndarray, dtype: str) -> np.ndarray:
-    """Check a request tensor against the model's dtype: the datatype must be the model's own."""
-    want = datatype_of(dtype)
-    if datatype != want:
-        raise RequestError(f"input '{name}' is {datatype}; the model expects {want}")
-    if datatype == "BYTES":
-        return np.array([_as_bytes(v).decode("utf-8", errors="replace") for v in array.ravel()], dtype=object).reshape(
-            array.shape
-        )
-    return array
-
-
-def shape_list(shape: Sequence[int]) -> list[int]:
-    return [int(d) for d in shape]
