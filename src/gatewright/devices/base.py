@@ -287,7 +287,10 @@ class Model(ABC):
         if device_counters:
             device_counters.enqueued()
         try:
-            feeds = dict(inputs) if validated else check_inputs(self.inputs, inputs, where=self.name)
+            if validated:
+                feeds = inputs if isinstance(inputs, dict) else dict(inputs)
+            else:
+                feeds = check_inputs(self.inputs, inputs, where=self.name)
             start = time.perf_counter()
             if self.concurrent:
                 outputs = self._infer(feeds)

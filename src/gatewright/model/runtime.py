@@ -42,7 +42,7 @@ class OnnxRunner:
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
         try:
-            return list(self.session.run(None, dict(feeds)))
+            return list(self.session.run(self.output_names, feeds if isinstance(feeds, dict) else dict(feeds)))
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
             raise InputDataError(f"onnxruntime rejects the input: {str(exc).splitlines()[0]}") from None
 

@@ -271,8 +271,8 @@ class HttpApp:
             shape = check_shape(tname, tensor.get("shape"))
             datatype = check_datatype(tname, tensor.get("datatype"))
             tparams = _params(tensor.get("parameters"), f"input '{tname}'")
-            size = tparams.get("binary_data_size")
-            ref = shm_ref(tparams, f"input '{tname}'")
+            size = tparams.get("binary_data_size") if tparams else None
+            ref = shm_ref(tparams, f"input '{tname}'") if tparams else None
             if ref is not None:
                 array = read_shm(self.server, ref, tname, datatype, shape)
             elif size is not None:
