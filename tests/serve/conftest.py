@@ -3,6 +3,7 @@ server's tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -115,6 +117,19 @@ class Server:
     @property
     def base(self) -> str:
         return f"http://{self.http}"
+
+
+def call(server: Server, path: str, body: Any = None) -> tuple[int, Any]:
+    """GET ``path`` (or POST ``body`` as JSON); the status and the decoded JSON answer (None if empty)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.base + path, data=data, method="GET" if body is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            raw = answer.read()
+            return answer.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
 
 
 def start_server(

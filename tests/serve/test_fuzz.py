@@ -19,8 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -31,7 +29,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import strategies as st
 
-from tests.serve.conftest import Repo, Server, start_server, stop_server
+from tests.serve.conftest import Repo, Server, call, start_server, stop_server
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -48,7 +46,7 @@ def test_the_description_is_valid_openapi_and_served(server: Server) -> None:
     document = json.loads(resources.files("gatewright.serve").joinpath("openapi.json").read_bytes())
     schemathesis.openapi.from_dict(document).validate()
     for path in ("/openapi.json", "/v2/openapi.json"):
-        assert _call(server, path) == (200, document)
+        assert call(server, path) == (200, document)
 
 
 @pytest.fixture(scope="module")
@@ -176,34 +174,22 @@ def test_fuzz_the_rest_api(case: Any) -> None:
 
 
 # -- after the fuzz -----------------------------------------------------------------------------------------
-def _call(server: Server, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(server.base + path, data=data, method="GET" if body is None else "POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            raw = answer.read()
-            return answer.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw else None
-
-
 @pytest.mark.slow
 def test_the_server_survives_the_fuzz(fuzz_server: Server, repo: Repo) -> None:
     if not FUZZED:
         pytest.skip("runs after test_fuzz_the_rest_api, in the same session")
     assert fuzz_server.process.poll() is None, Path(fuzz_server.log).read_text()[-4000:]
-    assert _call(fuzz_server, "/v2/health/live") == (200, {"live": True})
+    assert call(fuzz_server, "/v2/health/live") == (200, {"live": True})
     # put back what the fuzz may legitimately have changed: settings, regions, and every model
     reset = dict.fromkeys(("trace_file", "trace_level", "trace_rate", "trace_count", "log_frequency", "trace_mode"))
-    assert _call(fuzz_server, "/v2/trace/setting", reset)[0] == 200
+    assert call(fuzz_server, "/v2/trace/setting", reset)[0] == 200
     for name in MODELS:
-        assert _call(fuzz_server, f"/v2/repository/models/{name}/load", {}) == (200, {}), name
-        assert _call(fuzz_server, f"/v2/models/{name}/trace/setting", reset)[0] == 200, name
-    assert _call(fuzz_server, "/v2/systemsharedmemory/unregister", {}) == (200, {})
-    assert _call(fuzz_server, "/v2/health/ready") == (200, {"ready": True})
+        assert call(fuzz_server, f"/v2/repository/models/{name}/load", {}) == (200, {}), name
+        assert call(fuzz_server, f"/v2/models/{name}/trace/setting", reset)[0] == 200, name
+    assert call(fuzz_server, "/v2/systemsharedmemory/unregister", {}) == (200, {})
+    assert call(fuzz_server, "/v2/health/ready") == (200, {"ready": True})
     x = repo.x[:8]
-    status, answer = _call(
+    status, answer = call(
         fuzz_server,
         "/v2/models/digits/infer",
         {"inputs": [{"name": "X", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]},

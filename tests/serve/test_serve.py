@@ -16,20 +16,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serve.conftest import Repo, Server, start_server, stop_server
+from tests.serve.conftest import Repo, Server, call, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def call(server: Server, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(server.base + path, data=data, method="GET" if body is None else "POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            raw = answer.read()
-            return answer.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def infer_body(x: np.ndarray) -> dict[str, Any]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from gatewright.errors import GatewrightError
 
 
 class ServeError(GatewrightError):
     """A request the server cannot answer; ``http_status`` and ``grpc_code`` say how it is reported."""
 
-    http_status: ClassVar[int] = 400
-    grpc_code: ClassVar[str] = "INVALID_ARGUMENT"
+    http_status: int = 400
+    grpc_code: str = "INVALID_ARGUMENT"
 
 
 class RequestError(ServeError):
@@ -19,7 +17,7 @@ class RequestError(ServeError):
 
 
 class NotFoundError(ServeError):
-    """No such model, version, output or shared-memory region."""
+    """No such model, version, path or shared-memory region."""
 
     http_status = 404
     grpc_code = "NOT_FOUND"
@@ -47,19 +45,16 @@ class UnsupportedError(ServeError):
 
 
 class ModelFailedError(ServeError):
-    """The device failed the inference; the server and the model's other requests go on."""
-
-    http_status = 500
-    grpc_code = "INTERNAL"
+    """The device failed the inference; the server and the model's other requests go on. Reported
+    as the device layer's status says: internal (500), unavailable (503), deadline_exceeded (504)."""
 
     def __init__(self, message: str, status: str = "internal") -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status, self.grpc_code = _FAILURES.get(status, _FAILURES["internal"])
 
-    @property
-    def code(self) -> tuple[int, str]:
-        if self.status == "unavailable":
-            return 503, "UNAVAILABLE"
-        if self.status == "deadline_exceeded":
-            return 504, "DEADLINE_EXCEEDED"
-        return 500, "INTERNAL"
+
+_FAILURES = {
+    "internal": (500, "INTERNAL"),
+    "unavailable": (503, "UNAVAILABLE"),
+    "deadline_exceeded": (504, "DEADLINE_EXCEEDED"),
+}

@@ -35,7 +35,6 @@ class ModelSource:
     """One model of the repository: its versions (number → folder) and its configuration."""
 
     name: str
-    root: Path
     versions: dict[int, Path]
     config: pb.ModelConfig = field(default_factory=pb.ModelConfig)
 
@@ -72,7 +71,7 @@ def read_source(name: str, root: Path, config_override: str | None = None) -> Mo
     for child in root.iterdir():
         if child.is_dir() and child.name.isascii() and child.name.isdigit() and holds_model(child):
             versions[int(child.name)] = child
-    source = ModelSource(name, root, versions, _read_config(name, root, config_override))
+    source = ModelSource(name, versions, _read_config(name, root, config_override))
     if not versions:
         raise NotFoundError(
             f"model '{name}': {root} holds no model; put a firmware bundle (manifest.json) or a {MODEL_FILE} "

@@ -411,9 +411,9 @@ class InferenceServer:
                         settings[key] = list(TRACE_DEFAULTS[key])
                 else:
                     settings[key] = value
-        merged = dict(self.trace[""])
-        merged.update(self.trace.get(model, {}) if model else {})
-        return merged
+            if model and not settings:  # nothing of its own left: the model follows the global settings
+                del self.trace[model]
+        return self.trace_settings_for(model)
 
     @property
     def tracing(self) -> bool:
@@ -445,8 +445,9 @@ class InferenceServer:
             log.warning("trace file %s: %s", settings["trace_file"][0], exc)
 
     def trace_settings_for(self, model: str) -> dict[str, list[str]]:
-        if len(self.trace) == 1:
-            return self.trace[""]
+        """The global trace settings with the model's own on top."""
+        if model not in self.trace or not model:
+            return dict(self.trace[""])
         merged = dict(self.trace[""])
         merged.update(self.trace.get(model, {}))
         return merged
