@@ -25,6 +25,7 @@ from gatewright import __version__, devices
 from gatewright.build.bundle import Bundle
 from gatewright.build.hardware import HardwareOptions
 from gatewright.build.pipeline import STEPS, build
+from gatewright.control.commands import register as register_control_commands
 from gatewright.errors import GatewrightError, InputDataError, UnsupportedModelError
 from gatewright.model import Dense, LoadedModel, ModelGraph, intake, load_model
 from gatewright.quant import PrecisionConfig
@@ -465,6 +466,9 @@ def write_outputs(path: Path, outputs: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+register_control_commands(app, user_errors, out, err)
 
 
 def main() -> None:

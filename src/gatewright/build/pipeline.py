@@ -220,16 +220,7 @@ def build(
             f"choose an FPGA target (--target {', '.join(t for t in TARGETS if TARGETS[t].place_and_route)})"
         )
     steps = STEPS[: STEPS.index(last) + 1]
-    model_bytes = _read(model, "model file", ModelLoadError)
-    calibration_bytes = _read(calibration, "calibration file", InputDataError) if calibration is not None else None
-    tools = tool_versions(steps, target_info)
-    options = {
-        "precision": (precision or PrecisionConfig()).to_json(),
-        "calibration_sha256": None if calibration_bytes is None else hashlib.sha256(calibration_bytes).hexdigest(),
-        "hardware": hardware.to_json(),
-        "steps": list(steps),
-    }
-    key = cache_key(hashlib.sha256(model_bytes).hexdigest(), target, options, tools)
+    key, tools, options = _request(model, target_info, steps, calibration, precision, hardware)
     cached = bundle_cache() / key
     if use_cache and Bundle.is_bundle(cached):
         with writing(out) as staging:
@@ -485,6 +476,43 @@ def _read(path: str | Path, what: str, error: type[GatewrightError]) -> bytes:
         raise error(f"{path}: no such {what}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+def request_key(
+    model: str | Path,
+    target: str = "generic",
+    calibration: str | Path | None = None,
+    precision: PrecisionConfig | None = None,
+    hardware: HardwareOptions | None = None,
+) -> str:
+    """The cache key ``build`` gives this request (all of the target's steps): the name its bundle is
+    stored under, so a control plane finds firmware built before, here or on another machine."""
+    target_info = get_target(target)
+    last = STEPS[-1] if target_info.place_and_route else "sim"
+    steps = STEPS[: STEPS.index(last) + 1]
+    return _request(model, target_info, steps, calibration, precision, hardware or HardwareOptions())[0]
+
+
+def _request(
+    model: str | Path,
+    target: Target,
+    steps: tuple[str, ...],
+    calibration: str | Path | None,
+    precision: PrecisionConfig | None,
+    hardware: HardwareOptions,
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The cache key of a build request, with the tool versions and options that went into it."""
+    model_bytes = _read(model, "model file", ModelLoadError)
+    calibration_bytes = _read(calibration, "calibration file", InputDataError) if calibration is not None else None
+    tools = tool_versions(steps, target)
+    options = {
+        "precision": (precision or PrecisionConfig()).to_json(),
+        "calibration_sha256": None if calibration_bytes is None else hashlib.sha256(calibration_bytes).hexdigest(),
+        "hardware": hardware.to_json(),
+        "steps": list(steps),
+    }
+    key = cache_key(hashlib.sha256(model_bytes).hexdigest(), target.name, options, tools)
+    return key, tools, options
 
 
 def cache_key(model_sha256: str, target: str, options: dict[str, Any], tools: dict[str, str]) -> str:

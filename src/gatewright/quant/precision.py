@@ -162,6 +162,10 @@ class PrecisionConfig:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise PrecisionError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        self.apply_mapping(data, str(path))
+
+    def apply_mapping(self, data: Any, path: str) -> None:
+        """Apply a precision file's content (``defaults`` and ``layers``); ``path`` says where it came from."""
         if data is None:
             return
         if not isinstance(data, dict) or set(data) - {"defaults", "layers"}:

@@ -95,6 +95,7 @@ class InferenceServer:
         single: tuple[str, Path] | None = None,
         device: str | None = None,
         max_request_bytes: int = 64 << 20,
+        autoload: bool = True,
     ) -> None:
         if (repository is None) == (single is None):
             raise GatewrightError("serve: give a model repository or one model folder")
@@ -122,6 +123,7 @@ class InferenceServer:
             "log_verbose_level": 0,
             "log_format": "default",
         }
+        self.autoload = autoload  # load the repository's models at start (a control plane loads its own)
         self.started = False  # every model the start-up asked for has been tried
         self._uploads: dict[str, Path] = {}  # models loaded from files given to the load API
         self._device_lock = threading.Lock()
@@ -175,7 +177,7 @@ class InferenceServer:
     async def start(self) -> None:
         """Load every model of the repository (failures are logged and shown in the index)."""
         try:
-            for name in self._folders():
+            for name in self._folders() if self.autoload else []:
                 try:
                     await self.load(name)
                 except GatewrightError as exc:
