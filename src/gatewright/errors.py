@@ -42,3 +42,7 @@ class InferenceError(DeviceError):
     def __init__(self, message: str, status: str = "internal") -> None:
         super().__init__(message)
         self.status = status
+
+
+class StoreError(GatewrightError):
+    """An artifact store or a reference (file://, s3://, oci://, http(s)://) cannot be read or written."""
