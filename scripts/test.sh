@@ -3,6 +3,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Real servers and a real browser for the tests: an OCI registry, PostgreSQL, headless Chromium.
+need=""
+command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || need="$need postgresql"
+if [ -n "$need" ]; then
+  echo "test: installing$need (Debian packages the tests run for real)" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null \
+    || { echo "error: install$need (Debian: apt-get install$need)" >&2; exit 2; }
+fi
 # PyTorch (CPU) for the real-exporter tests; a machine without its wheel skips those tests.
 .venv/bin/python -m pip install --quiet -r requirements-torch.lock \
   || echo "note: PyTorch could not be installed here; tests of real PyTorch exports will be skipped" >&2

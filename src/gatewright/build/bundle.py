@@ -177,6 +177,7 @@ def unpack(data: bytes, out: str | Path) -> Bundle:
             raise BundleError(f"{out}: the bundle archive is damaged or unsafe ({exc})") from None
         if not (staging / MANIFEST).is_file():
             raise BundleError(f"{out}: the archive holds no {MANIFEST}; it is not a firmware bundle")
+        Bundle(staging)  # a manifest of an unknown schema fails here, before anything lands at ``out``
     return Bundle(out)
 
 

@@ -135,7 +135,7 @@ def create_app(controller: Controller, token: str, uploads: Path) -> FastAPI:
     @app.post("/api/v1/logout", status_code=204)
     async def logout() -> Response:
         response = Response(status_code=204)
-        response.delete_cookie(COOKIE)
+        response.delete_cookie(COOKIE, httponly=True, samesite="strict")
         return response
 
     # -- deployments ----------------------------------------------------------------------------------

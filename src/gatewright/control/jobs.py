@@ -273,10 +273,13 @@ class JobQueue:
                 emit(f"job {job_id} started")
                 await self.executor.run(job_id, request, out, emit)
         except asyncio.CancelledError:
-            raise JobFailed(f"job {job_id} was cancelled") from None
+            raise JobFailed(f"cancelled ({self.get(job_id).reason or 'the control plane is stopping'})") from None
         except Exception as exc:
             reason = str(exc) if isinstance(exc, GatewrightError) else f"{type(exc).__name__}: {exc}"
-            if self.get(job_id).state not in FINAL_JOB_STATES:
+            job = self.get(job_id)
+            if job.state == "cancelled":  # the build stopped because it was cancelled: say that
+                raise JobFailed(f"cancelled ({job.reason})") from None
+            if job.state not in FINAL_JOB_STATES:
                 self._set(job_id, state="failed", reason=reason, finished=now())
                 emit(f"job {job_id} failed: {reason}")
             raise JobFailed(reason) from None

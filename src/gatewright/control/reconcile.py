@@ -145,6 +145,7 @@ class Controller:
     async def run(self) -> None:
         """Reconcile whenever something changes (and every few seconds, for deployments that wait)."""
         self.jobs.recover()
+        self._restore()
         while True:
             self._wake.clear()
             for row in self.deployments():
@@ -160,11 +161,16 @@ class Controller:
                     await self._remove(row)
                 elif row.observed != row.generation or row.phase not in FINAL_PHASES:
                     self._tasks[row.name] = asyncio.create_task(self._drive(row), name=f"{row.name}/{row.generation}")
-                elif row.phase == "Ready" and row.name not in self.server.models:
-                    # after a restart: serve it again as it was
-                    self._tasks[row.name] = asyncio.create_task(self._drive(row), name=f"{row.name}/{row.generation}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RETRY_NO_DEVICE_S)
+
+    def _restore(self) -> None:
+        """At start: what was served before is not served yet; its endpoints are gone until it is loaded
+        again (from the serving folder, or the store), so say so rather than show stale endpoints."""
+        for row in self.deployments():
+            if row.phase != "Failed" and not row.deleting:
+                self._update(row.name, phase="Pending", reason="restoring after a restart", endpoints={})
+                self.logs.write(row.name, "control plane started: restoring")
 
     async def close(self) -> None:
         for task in self._tasks.values():
@@ -210,13 +216,11 @@ class Controller:
             self._update(name, phase="Failed", reason=reason, observed=generation, endpoints={})
             self.logs.write(name, f"Failed: {reason}")
         else:
-            self._update(
-                name,
-                phase="Ready",
-                reason="serving",
-                observed=generation,
-                endpoints=self.endpoints.of(name, spec.model.uri),
-            )
+            served = self.server.model(name)
+            metadata = served.metadata(self.server.versions(name))
+            endpoints = self.endpoints.of(name, spec.model.uri)
+            endpoints.update(inputs=metadata["inputs"], outputs=metadata["outputs"])  # for clients and the UI
+            self._update(name, phase="Ready", reason="serving", observed=generation, endpoints=endpoints)
             self.logs.write(name, f"Ready: serving at {self.endpoints.of(name, spec.model.uri)['rest']}")
 
     async def _prepare(self, name: str, generation: int, deployment: Deployment, folder: Path) -> None:

@@ -60,10 +60,9 @@ def __getattr__(name: str) -> Any:
 
 def open_store(uri: str | Path) -> ArtifactStore:
     """The store at ``uri``: a path or ``file:///DIR``, ``s3://BUCKET[/PREFIX]``, ``oci://HOST[:PORT]/REPO``."""
-    scheme = "" if isinstance(uri, Path) else scheme_of(uri)
-    if scheme in ("", "file"):
+    if isinstance(uri, Path) or scheme_of(uri) in ("", "file"):
         return LocalStore(uri)
-    assert isinstance(uri, str)
+    scheme = scheme_of(uri)
     if scheme == "s3":
         from gatewright.store.s3 import S3Store
 

@@ -34,7 +34,9 @@ def check_name(name: str) -> str:
 def scheme_of(uri: str) -> str:
     """The URI's scheme in lower case, or "" for a plain path."""
     match = SCHEME.match(uri)
-    return match.group(1).lower() if match else ""
+    if match:
+        return match.group(1).lower()
+    return "file" if uri[:5].lower() == "file:" else ""  # file:/path is a file URI too (RFC 8089)
 
 
 def redact(uri: str) -> str:

@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from gatewright.build.bundle import Bundle
 from gatewright.errors import StoreError
-from gatewright.store.base import ArtifactStore, check_name, scheme_of, write_atomic
+from gatewright.store.base import ArtifactStore, check_name, redact, scheme_of, write_atomic
 
 BUNDLES = "bundles"
 
@@ -18,10 +18,10 @@ def file_path(uri: str | Path) -> Path:
         return Path(uri).expanduser().absolute()
     parts = urlsplit(uri)
     if parts.scheme.lower() != "file":
-        raise StoreError(f"{uri}: not a file:// URI")
+        raise StoreError(f"{redact(uri)}: not a file:// URI")
     if parts.netloc not in ("", "localhost"):
         raise StoreError(
-            f"{uri}: a file URI names a local path, not host '{parts.netloc}'; write file:///ABSOLUTE/PATH "
+            f"{redact(uri)}: a file URI names a local path, not host '{parts.hostname}'; write file:///ABSOLUTE/PATH "
             "(three slashes)"
         )
     if parts.query or parts.fragment:

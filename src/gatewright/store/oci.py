@@ -111,6 +111,7 @@ class _Auth(oras.auth.TokenAuth):
 
     def __init__(self, username: str | None, password: str | None) -> None:
         super().__init__()
+        self.unanswered = False
         self.explicit = bool(username and password)
         if username and password:
             self._basic_auth = oras.auth.utils.get_basic_auth(username, password)
@@ -123,10 +124,13 @@ class _Auth(oras.auth.TokenAuth):
         self, original: requests.Response, headers: dict[str, str], refresh: bool = False
     ) -> tuple[dict[str, str], bool]:
         challenge = original.headers.get("Www-Authenticate", "")
+        result: tuple[dict[str, str], bool]
         if challenge.lower().startswith("basic"):
             basic = getattr(self, "_basic_auth", None)
-            return ({**(headers or {}), "Authorization": f"Basic {basic}"}, True) if basic else (headers, False)
-        result: tuple[dict[str, str], bool] = super().authenticate_request(original, headers, refresh)
+            result = ({**(headers or {}), "Authorization": f"Basic {basic}"}, True) if basic else (headers, False)
+        else:  # a 401 despite a token means it lacks the scope now asked (push after pull): get a new one
+            result = super().authenticate_request(original, headers, refresh=True)
+        self.unanswered = not result[1]  # oras-py then raises a bare ValueError
         return result
 
 
@@ -151,17 +155,18 @@ class Client:
         hostname = location.host.rsplit(":", 1)[0] if not location.host.endswith("]") else location.host
         insecure = hostname in LOCAL_HOSTS or os.environ.get("GATEWRIGHT_OCI_INSECURE") == "1"
         self.registry = _Registry(hostname=location.host, insecure=insecure)
-        auth = _Auth(username, password)
-        auth.session, auth.prefix, auth._tls_verify = self.registry.session, self.registry.prefix, True
-        self.registry.auth = auth
-        self.base = f"{self.registry.prefix}://{location.host}"
-        namespace, _, name = location.repository.rpartition("/")
         # set the parts rather than have oras parse them: it would read a first part such as 'team.a' as a host
+        namespace, _, name = location.repository.rpartition("/")
         self.container = oras.container.Container(name, registry=location.host)
         self.container.registry = location.host
         self.container.namespace = namespace or None
         self.container.repository = name
         self.container.tag, self.container.digest = location.reference, None
+        auth = _Auth(username, password)
+        auth.session, auth.prefix, auth._tls_verify = self.registry.session, self.registry.prefix, True
+        self.registry.auth = auth
+        auth.load_configs(self.container)  # ~/.docker/config.json, unless credentials were given
+        self.base = f"{self.registry.prefix}://{location.host}"
 
     def request(self, method: str, url: str, where: Location, **kwargs: Any) -> requests.Response:
         try:
@@ -202,7 +207,9 @@ class Client:
             response = self.registry.upload_blob(str(path), self.container, descriptor)
         except requests.exceptions.RequestException as exc:
             raise StoreError(f"{self.location}: cannot reach the registry at {self.base} ({_reason(exc)})") from None
-        except ValueError:  # oras-py: no upload session (refused, or no such repository)
+        except ValueError:  # oras-py: a 401 it could not answer, or no upload session
+            if self.registry.auth.unanswered:
+                raise self.refused(self.location) from None
             raise StoreError(
                 f"{self.location}: the registry at {self.base} did not accept the upload; check that the "
                 "repository may be created there and that the credentials (GATEWRIGHT_OCI_USERNAME / "

@@ -20,7 +20,7 @@ import botocore.exceptions  # type: ignore[import-untyped]
 
 from gatewright.build.bundle import Bundle
 from gatewright.errors import StoreError
-from gatewright.store.base import ArtifactStore, check_name, write_atomic
+from gatewright.store.base import ArtifactStore, check_name, redact, write_atomic
 from gatewright.store.local import BUNDLES
 
 TAR = "application/x-tar"
@@ -36,7 +36,7 @@ def parse(uri: str) -> tuple[str, str]:
     parts = urlsplit(uri)
     bucket = parts.netloc.rpartition("@")[2]
     if parts.scheme.lower() != "s3" or not bucket:
-        raise StoreError(f"{uri}: not an S3 URI; write s3://BUCKET/KEY")
+        raise StoreError(f"{redact(uri)}: not an S3 URI; write s3://BUCKET/KEY")
     if parts.query or parts.fragment:
         raise StoreError(f"s3://{bucket}{parts.path}: an S3 URI takes no '?' or '#' part; write s3://BUCKET/KEY")
     return bucket, unquote(parts.path).lstrip("/")

@@ -16,8 +16,7 @@ const state = {
   timer: null,
   deployments: [],
   targetsLoaded: false,
-  // the log panel: what it shows, its EventSource, whether the stream ended
-  log: { key: null, url: null, deployment: null, generation: null, source: null, ended: false, retry: null },
+  log: null, // the log panel (emptyLog())
   // the prediction editor: which deployment its text was made for, and whether the user edited it
   editor: { name: null, dirty: false },
 };
@@ -159,7 +158,8 @@ function showApp() {
 function clearData() {
   state.deployments = [];
   state.targetsLoaded = false;
-  for (const id of ["deployments-body", "devices-body", "jobs-body", "p-outputs", "d-target", "device-uris"]) {
+  $("devices-problems").dataset.signature = "";
+  for (const id of ["deployments-body", "devices-body", "devices-problems", "jobs-body", "p-outputs", "d-target", "device-uris"]) {
     $(id).replaceChildren();
   }
   for (const id of ["deployments-empty", "devices-empty", "jobs-empty"]) $(id).hidden = false;
@@ -221,7 +221,7 @@ async function refresh() {
   const problems = [];
   if (deployments.status === "fulfilled") renderDeployments(deployments.value.deployments ?? []);
   else problems.push(`deployments: ${deployments.reason.message}`);
-  if (devices.status === "fulfilled") renderDevices(devices.value.devices ?? []);
+  if (devices.status === "fulfilled") renderDevices(devices.value.devices ?? [], devices.value.problems);
   else problems.push(`devices: ${devices.reason.message}`);
   if (jobs.status === "fulfilled") renderJobs(jobs.value.jobs ?? []);
   else problems.push(`jobs: ${jobs.reason.message}`);
@@ -243,10 +243,20 @@ function renderDeployments(list) {
     else row.removeAttribute("aria-current");
   }
   renderPredictChoices(list);
-  // a re-applied deployment builds again: follow its new log
-  const shown = list.find((d) => d.name === state.log.deployment);
-  if (shown && state.log.ended && shown.generation !== state.log.generation && BUILDING.has(shown.phase)) {
-    openDeploymentLog(shown.name);
+  const log = state.log;
+  const shown = list.find((d) => d.name === log.deployment);
+  if (shown) {
+    log.seen = true;
+    log.generation ??= shown.generation; // the log may have opened before the list showed it
+    // a re-applied deployment builds again: follow its new log
+    if (log.ended && shown.generation !== log.generation && BUILDING.has(shown.phase)) openDeploymentLog(shown.name);
+  } else if (log.deployment && log.seen && !log.gone) {
+    // deleted: keep its last lines on screen, say so, and stop listening
+    log.gone = true;
+    log.ended = true;
+    clearTimeout(log.retry);
+    log.source?.close();
+    setLogState("deleted", "ended");
   }
 }
 
@@ -268,7 +278,7 @@ function deploymentCells(d) {
   return [
     ["name", el("button", { type: "button", class: "link", title: "Show its log", onclick: () => openDeploymentLog(d.name) }, d.name)],
     ["engine", dash(spec.engine)],
-    ["target", dash(spec.target)],
+    ["target", spec.engine === "onnx" ? "—" : dash(spec.target)], // the normalized spec names one either way
     ["phase", badge(d.phase ?? "Unknown", d.updated ? `since ${new Date(d.updated).toLocaleString()}` : undefined)],
     ["device", dash(d.device ?? spec.device?.uri ?? spec.device?.kind)],
     ["rest", endpoints.rest ? el("a", { href: `${endpoints.rest}`, target: "_blank", rel: "noopener", title: "The model's v2 metadata" }, endpoints.rest) : "—"],
@@ -426,7 +436,14 @@ function closeLog() {
   const log = state.log;
   clearTimeout(log.retry);
   log.source?.close();
-  state.log = { key: null, url: null, deployment: null, generation: null, source: null, ended: false, retry: null };
+  state.log = emptyLog();
+}
+
+function emptyLog() {
+  // what the log panel shows, its EventSource, whether the stream ended, whether its deployment was
+  // listed since (and is gone now)
+  return { key: null, url: null, deployment: null, generation: null, source: null, ended: false, retry: null,
+    seen: false, gone: false };
 }
 
 function openDeploymentLog(name) {
@@ -445,7 +462,13 @@ function openDeploymentLog(name) {
 }
 
 function openJobLog(job) {
-  openLog({ key: `job/${job.id}`, url: `${API}/jobs/${enc(job.id)}/logs?follow=true`, title: `job ${job.id}`, deployment: null, generation: null });
+  openLog({
+    key: `job/${job.id}`,
+    url: `${API}/jobs/${enc(job.id)}/logs?follow=true`,
+    title: `job ${job.id} (${job.deployment})`,
+    deployment: null,
+    generation: null,
+  });
 }
 
 function openLog({ key, url, title, deployment, generation }) {
@@ -454,11 +477,12 @@ function openLog({ key, url, title, deployment, generation }) {
   $("log-title").textContent = title;
   setLogState("connecting…", "connecting");
   const source = new EventSource(url);
-  state.log = { key, url, deployment, generation, source, ended: false, retry: null };
+  state.log = { ...emptyLog(), key, url, deployment, generation, source };
   source.onopen = () => setLogState("live", "live");
   source.onmessage = (event) => appendLog(event.data);
   source.addEventListener("end", (event) => {
     source.close();
+    if (state.log.source !== source) return;
     state.log.ended = true;
     setLogState(`finished: ${event.data}`, "ended");
   });
@@ -555,19 +579,24 @@ function fillTemplate() {
   if (!name) return;
   const status = state.deployments.find((d) => d.name === name);
   const { request, hint } = requestTemplate(status);
-  $("p-request").value = formatRequest(request);
+  $("p-request").value = tensorJson(request);
   $("p-hint").textContent = hint;
   state.editor = { name, dirty: false };
 }
 
-/** JSON with each tensor's data on one line, so that a batch of numbers stays readable. */
-function formatRequest(request) {
+/** JSON with each tensor's shape and data on one line (v2 "inputs" and "outputs"), so that a batch
+ * of numbers stays readable. */
+function tensorJson(message) {
   const placeholders = [];
-  const copy = structuredClone(request);
-  for (const tensor of copy.inputs ?? []) {
-    if (Array.isArray(tensor.data)) {
-      placeholders.push(JSON.stringify(tensor.data));
-      tensor.data = `\u0000${placeholders.length - 1}\u0000`;
+  const inline = (value) => {
+    placeholders.push(JSON.stringify(value));
+    return `\u0000${placeholders.length - 1}\u0000`;
+  };
+  const copy = structuredClone(message);
+  for (const list of [copy?.inputs, copy?.outputs]) {
+    if (!Array.isArray(list)) continue;
+    for (const tensor of list) {
+      for (const key of ["shape", "data"]) if (Array.isArray(tensor?.[key])) tensor[key] = inline(tensor[key]);
     }
   }
   return JSON.stringify(copy, null, 2).replace(/"\\u0000(\d+)\\u0000"/g, (_, i) => placeholders[Number(i)]);
@@ -608,7 +637,7 @@ function showPrediction(answer) {
   const latency = Number(answer?.latency_ms);
   $("p-latency").textContent = Number.isFinite(latency) ? `${latency.toFixed(2)} ms` : "—";
   const response = answer?.response ?? {};
-  $("p-response").textContent = JSON.stringify(response, null, 2);
+  $("p-response").textContent = tensorJson(response);
   const status = answer?.status ?? 200;
   if (status >= 400 || response.error) {
     setError("p-error", `The model answered ${status}: ${response.error ?? "error"}`);
@@ -633,7 +662,7 @@ function preview(data, limit = 12) {
 
 // ---------------------------------------------------------------- devices and jobs
 
-function renderDevices(list) {
+function renderDevices(list, problems) {
   syncRows($("devices-body"), list, (d) => d.uri, (d) => [
     ["uri", el("code", {}, d.uri)],
     ["kind", dash(d.kind)],
@@ -645,6 +674,14 @@ function renderDevices(list) {
   ]);
   $("devices-empty").hidden = list.length > 0;
   $("device-uris").replaceChildren(...list.map((d) => el("option", { value: d.uri }, d.description ?? d.kind)));
+  // devices that could not be opened or listed (an agent down, a board unplugged), where the API says
+  const entries = Array.isArray(problems) ? problems.map((p) => ["", p]) : Object.entries(problems ?? {});
+  const text = entries.map(([where, what]) => (where ? `${where}: ${what}` : String(what)));
+  const box = $("devices-problems");
+  if (JSON.stringify(text) !== box.dataset.signature) {
+    box.dataset.signature = JSON.stringify(text);
+    box.replaceChildren(...text.map((t) => el("li", {}, t)));
+  }
 }
 
 function renderJobs(list) {
@@ -681,6 +718,7 @@ async function cancelJob(job) {
 // ---------------------------------------------------------------- start
 
 function start() {
+  state.log = emptyLog();
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   $("deploy-form").addEventListener("submit", deploy);
