@@ -84,17 +84,22 @@ class Inventory:
     def problems(self) -> dict[str, str]:
         return dict(self._problems)
 
-    def choose(self, spec: DeploymentSpec, in_use: dict[str, int]) -> InventoryDevice:
+    def choose(
+        self, spec: DeploymentSpec, in_use: dict[str, int], available: list[InventoryDevice] | None = None
+    ) -> InventoryDevice:
         """The device for ``spec``: the one its selector names, else the first free one of the kinds that
-        suit its engine (a board for the target first, then the simulated RTL, then the emulator)."""
+        suit its engine (a board for the target first, then the simulated RTL, then the emulator).
+        ``available`` defaults to the inventory, freshly discovered."""
         selector = spec.device
-        candidates = [d for d in self.devices(refresh=True) if d.runs(spec.engine)]
+        if available is None:
+            available = self.devices(refresh=True)
+        candidates = [d for d in available if d.runs(spec.engine)]
         if selector.uri is not None:
             candidates = [d for d in candidates if d.uri == selector.uri]
             if not candidates:
                 raise NoDeviceError(
-                    f"device {selector.uri} is not in the inventory (known: {self._known()}); "
-                    "register its agent (gatewright agents add) or fix spec.device.uri"
+                    f"device {selector.uri} is not in the inventory (known: {_known(available)}); "
+                    "register its agent (POST /api/v1/agents) or fix spec.device.uri"
                 )
         kinds = (selector.kind,) if selector.kind else DEFAULT_KINDS[spec.engine]
         if selector.kind == "noop":
@@ -116,11 +121,8 @@ class Inventory:
         raise NoDeviceError(
             f"no free device of kind {' or '.join(kinds)} for engine {spec.engine}"
             + (f" (busy: {', '.join(busy)}; one model per FPGA)" if busy else "")
-            + f"; the inventory has: {self._known()}. It is retried when a device frees up."
+            + f"; the inventory has: {_known(available)}. It is retried when a device frees up."
         )
-
-    def _known(self) -> str:
-        return ", ".join(d.uri for d in self._devices) or "no devices"
 
     def describe(self, placed: dict[str, list[str]]) -> list[dict[str, Any]]:
         return [
@@ -135,3 +137,7 @@ class Inventory:
             }
             for d in self.devices()
         ]
+
+
+def _known(available: list[InventoryDevice]) -> str:
+    return ", ".join(d.uri for d in available) or "none"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,8 +41,17 @@ class ModelSource(_Strict):
     @field_validator("uri", "calibration")
     @classmethod
     def _scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(MODEL_SCHEMES):
+        if value is None:
+            return value
+        if not value.startswith(MODEL_SCHEMES):
             raise ValueError(f"'{value}' is not a model URI; use one of {', '.join(s + '...' for s in MODEL_SCHEMES)}")
+        if "@" in urlsplit(value).netloc:
+            # the spec is stored and shown in status and logs: a credential in it would leak
+            raise ValueError(
+                "the URI holds credentials (user@ or user:password@); give them to the control plane "
+                "instead (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3://, GATEWRIGHT_OCI_USERNAME/"
+                "GATEWRIGHT_OCI_PASSWORD for oci://)"
+            )
         return value
 
 
@@ -51,7 +61,7 @@ class DeviceSelector(_Strict):
 
 
 class Quantization(_Strict):
-    bits: int | str | list[str] | None = None  # as `gatewright build --bits`: 8, "weight=6", ["activation=fixed<12,4>"]
+    bits: int | str | list[int | str] | None = None  # as `gatewright build --bits`: 8, "weight=6", ["activation=fixed<12,4>"]
     precision: dict[str, Any] | None = None  # as a precision file: {"defaults": {...}, "layers": {...}}
 
     def bits_flags(self) -> list[str]:
