@@ -194,13 +194,20 @@ def test_usage_error_exits_2_without_traceback() -> None:
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = run("demo", "--workdir", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
-    assert "emu against cpu on unseen data: label agreement" in result.stdout
-    assert "sim against emu: identical on every output" in result.stdout
-    assert "sim through the agent: identical" in result.stdout
-    assert "bit-exact in simulation on 64 golden vectors, 1257 calibration data" in result.stdout
-    agreement = float(result.stdout.split("label agreement ")[1].split("%")[0])
-    assert agreement >= 99.0
-    assert (tmp_path / "demo" / "digits_mlp.bundle" / "manifest.json").is_file()
+    out = result.stdout
+    # the whole story: a control plane, a deployment built (its log streamed), served, measured
+    assert "control plane on http://127.0.0.1:" in out
+    assert "quantize   start" in out or "build      cached" in out
+    assert "bit-exact in simulation on 64 golden vectors, 1257 calibration data" in out
+    assert "digits is Ready after" in out and "on device sim" in out
+    assert "endpoint against emulator: identical on every output" in out
+    summary = out.split("served from the simulated RTL: accuracy ")[1]
+    accuracy, reference = float(summary.split("%")[0]), float(summary.split("on the CPU: ")[1].split("%")[0])
+    agreement = float(summary.split("label agreement ")[1].split("%")[0])
+    assert accuracy >= 95.0 and reference >= 95.0 and agreement >= 99.0
+    assert float(summary.split("REST p50 ")[1].split(" ms")[0]) > 0
+    assert (tmp_path / "demo" / "control" / "gatewright.db").is_file()
+    assert list((tmp_path / "demo" / "control" / "store" / "bundles").glob("*.tar"))
 
 
 def test_unwritable_outputs_and_odd_inputs_exit_2(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ class DeviceSelector(_Strict):
 
 
 class Quantization(_Strict):
-    bits: int | str | list[int | str] | None = None  # as `gatewright build --bits`: 8, "weight=6", ["activation=fixed<12,4>"]
+    bits: int | str | list[int | str] | None = None  # as `build --bits`: 8, "weight=6", ["activation=fixed<12,4>"]
     precision: dict[str, Any] | None = None  # as a precision file: {"defaults": {...}, "layers": {...}}
 
     def bits_flags(self) -> list[str]:
