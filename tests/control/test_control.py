@@ -235,3 +235,59 @@ def test_the_cli_reports_an_unreachable_control_plane(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "cannot reach the control plane at http://127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_registered_agent_adds_its_devices_and_runs_a_deployment(tmp_path, digits: Digits, control_factory) -> None:
+    agent_token = "agent-secret-7c1d"
+    port = _free_port()
+    agent = subprocess.Popen(
+        [*GATEWRIGHT, "agent", "--listen", f"127.0.0.1:{port}", "--devices", "emu", "--store", str(tmp_path / "a")],
+        env={**os.environ, "GATEWRIGHT_TOKEN": agent_token},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        plane = start_control(tmp_path / "data", "--allow-root", str(digits.folder))
+        control_factory.append(plane)
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # until the agent listens
+            wrong = httpx.post(
+                f"{plane.url}/api/v1/agents", json={"address": address, "token": "bad-token-x1"}, headers=headers
+            )
+            if "UNAVAILABLE" not in wrong.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert wrong.status_code == 400 and "bad-token-x1" not in wrong.json()["error"]
+        added = httpx.post(
+            f"{plane.url}/api/v1/agents", json={"address": address, "token": agent_token}, headers=headers
+        )
+        assert added.status_code == 201 and added.json()["devices"] == [f"remote://{address}/emu"]
+        listed = httpx.get(f"{plane.url}/api/v1/agents", headers=headers).text
+        assert address in listed and agent_token not in listed
+
+        uri = f"remote://{address}/emu"
+        with plane.client() as client:
+            client.apply(json.dumps(spec("on-agent", digits.model, device={"uri": uri})))
+        ready = plane.wait("on-agent")
+        assert ready["device"] == uri
+        labels = infer_rest(ready["endpoints"]["rest"], digits.x[:16])["label"]
+        assert np.mean(labels.ravel() == digits.y[:16]) >= 0.8
+        inventory = httpx.get(f"{plane.url}/api/v1/devices", headers=headers).json()["devices"]
+        remote = next(d for d in inventory if d["uri"] == uri)
+        assert remote["agent"] == address and remote["kind"] == "emu" and remote["deployments"] == ["on-agent"]
+        assert agent_token not in plane.log.read_text()
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
