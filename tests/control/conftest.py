@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from gatewright.control.client import ControlClient
+from tests.store.conftest import registry  # noqa: F401 - a real OCI registry, shared with the store tests
 
 GATEWRIGHT = [sys.executable, "-m", "gatewright"]
 TOKEN = "test-token-0123456789"
