@@ -195,9 +195,8 @@ class Controller:
 
     async def _drive(self, row: DeploymentRow) -> None:
         name, generation = row.name, row.generation
-        deployment = parse(row.spec, f"deployment {name}")
-        spec = deployment.spec
         try:
+            deployment = parse(row.spec, f"deployment {name}")  # stored by an older version: may no longer parse
             folder = self.repository / name / str(generation)
             if not folder.is_dir():  # made whole by an earlier run of this generation (before a restart)
                 await self._prepare(name, generation, deployment, folder)
@@ -218,10 +217,10 @@ class Controller:
         else:
             served = self.server.model(name)
             metadata = served.metadata(self.server.versions(name))
-            endpoints = self.endpoints.of(name, spec.model.uri)
+            endpoints = self.endpoints.of(name, deployment.spec.model.uri)
             endpoints.update(inputs=metadata["inputs"], outputs=metadata["outputs"])  # for clients and the UI
             self._update(name, phase="Ready", reason="serving", observed=generation, endpoints=endpoints)
-            self.logs.write(name, f"Ready: serving at {self.endpoints.of(name, spec.model.uri)['rest']}")
+            self.logs.write(name, f"Ready: serving at {endpoints['rest']}")
 
     async def _prepare(self, name: str, generation: int, deployment: Deployment, folder: Path) -> None:
         """The model's files for this generation, in the serving repository: a bundle or a model.onnx."""
