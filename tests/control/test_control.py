@@ -19,7 +19,7 @@ import yaml
 
 from gatewright import devices
 from gatewright.store import open_store
-from tests.control.conftest import GATEWRIGHT, TOKEN, Digits, spec, start_control
+from tests.control.conftest import GATEWRIGHT, TOKEN, Digits, _free_port, spec, start_control
 from tests.onnx_models import sklearn_mlp
 
 
@@ -283,42 +283,3 @@ def test_a_registered_agent_adds_its_devices_and_runs_a_deployment(tmp_path, dig
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.mark.slow
-def test_firmware_in_an_oci_registry_is_shared_by_two_control_planes(
-    tmp_path, digits: Digits, registry, control_factory
-) -> None:
-    """The second control plane (a fresh data folder, as on another machine) finds the firmware the
-    first one built in the registry, and builds nothing."""
-    store = f"oci://{registry.url.removeprefix('http://')}/gatewright/firmware"
-    args = ["--store", store, "--allow-root", str(digits.folder)]
-    first = start_control(tmp_path / "first", *args)
-    control_factory.append(first)
-    with first.client() as client:
-        client.apply(json.dumps(spec("digits", digits.model, device={"kind": "emu"})))
-    key = first.wait("digits")["bundle"]
-    stored = open_store(store)
-    assert stored.has_bundle(key)
-    tar = stored.bundle_bytes(key)
-    first.stop()
-
-    second = start_control(tmp_path / "second", *args)
-    control_factory.append(second)
-    with second.client() as client:
-        client.apply(json.dumps(spec("digits", digits.model, device={"kind": "emu"})))
-        ready = second.wait("digits")
-        assert ready["bundle"] == key and ready["job"] is None  # no build job
-        assert f"firmware {key[:16]} is in the store {store}: no build needed" in client.logs("digits")
-        assert client.request("GET", "/jobs").json()["jobs"] == []
-    assert stored.bundle_bytes(key) == tar
-    labels = infer_rest(ready["endpoints"]["rest"], digits.x[:16])["label"]
-    assert np.mean(labels.ravel() == digits.y[:16]) >= 0.8

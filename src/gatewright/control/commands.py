@@ -88,6 +88,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         """Create or update a deployment from its spec."""
         from gatewright.control.client import ControlClient
 
+        _check_output(output)  # before anything is applied
         text = typer.get_text_stream("stdin").read() if str(file) == "-" else _read(file)
         with ControlClient(control, token) as client:
             status, created = client.apply(text)
@@ -113,6 +114,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         """Show deployments: phase, device, endpoints (-o json: the whole status, for scripts)."""
         from gatewright.control.client import ControlClient
 
+        _check_output(output)
         with ControlClient(control, token) as client:
             statuses = [client.get(name)] if name else client.list()
         if output == "json" and name:
@@ -186,12 +188,15 @@ def _read(path: Path) -> str:
         raise GatewrightError(f"{path}: cannot read the spec ({exc})") from None
 
 
+def _check_output(output: str) -> None:
+    if output not in ("table", "json"):
+        raise GatewrightError(f"-o {output}: choose table or json")
+
+
 def _print_status(statuses: list[dict[str, Any]], output: str, out: Console) -> None:
     if output == "json":
         out.print_json(json.dumps(statuses if len(statuses) != 1 else statuses[0]))
         return
-    if output != "table":
-        raise GatewrightError(f"-o {output}: choose table or json")
     table = Table(box=None)
     for column in ("NAME", "ENGINE", "TARGET", "PHASE", "DEVICE", "REST", "GRPC", "REASON"):
         table.add_column(column)

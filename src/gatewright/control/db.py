@@ -87,6 +87,16 @@ class AgentRow(Base):
     created: Mapped[datetime] = mapped_column(default=now)
 
 
+def update(sessions: sessionmaker[Any], model: type[Base], key: str, **fields: Any) -> None:
+    """Set ``fields`` on the row ``key`` of ``model`` (nothing if it is gone), in one transaction."""
+    with sessions() as session:
+        row = session.get(model, key)
+        if row is not None:
+            for name, value in fields.items():
+                setattr(row, name, value)
+            session.commit()
+
+
 def database_url(url: str | None, data: Path) -> str:
     """``--db`` as given, or the SQLite file in the data folder."""
     return url or f"sqlite:///{(data / 'gatewright.db').resolve()}"

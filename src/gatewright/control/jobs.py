@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gatewright.control.db import JobRow, LogLine, now
+from gatewright.control.db import JobRow, LogLine, now, update
 from gatewright.errors import GatewrightError
 
 log = logging.getLogger("gatewright.control")
@@ -252,12 +252,7 @@ class JobQueue:
                 await self.cancel(job_id, "the control plane is stopping")
 
     def _set(self, job_id: str, **fields: Any) -> None:
-        with self.sessions() as session:
-            job = session.get(JobRow, job_id)
-            if job is not None:
-                for key, value in fields.items():
-                    setattr(job, key, value)
-                session.commit()
+        update(self.sessions, JobRow, job_id, **fields)
 
     async def _run(self, job_id: str, deployment: str, request: BuildRequest) -> Path:
         out = self.workdir / job_id / "bundle"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gatewright import devices
 from gatewright.build.pipeline import request_key
-from gatewright.control.db import DeploymentRow, JobRow, LogLine
+from gatewright.control.db import DeploymentRow, JobRow, LogLine, update
 from gatewright.control.inventory import Inventory, NoDeviceError
 from gatewright.control.jobs import BuildRequest, JobFailed, JobQueue, Logs
 from gatewright.control.spec import Deployment, parse
@@ -182,12 +182,7 @@ class Controller:
 
     # -- one deployment -------------------------------------------------------------------------------
     def _update(self, name: str, **fields: Any) -> None:
-        with self.sessions() as session:
-            row = session.get(DeploymentRow, name)
-            if row is not None:
-                for key, value in fields.items():
-                    setattr(row, key, value)
-                session.commit()
+        update(self.sessions, DeploymentRow, name, **fields)
 
     def _phase(self, name: str, phase: str, reason: str) -> None:
         self._update(name, phase=phase, reason=reason)
