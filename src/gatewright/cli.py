@@ -25,6 +25,7 @@ from gatewright import __version__, devices
 from gatewright.build.bundle import Bundle
 from gatewright.build.hardware import HardwareOptions
 from gatewright.build.pipeline import STEPS, build
+from gatewright.bench.commands import register as register_bench_commands
 from gatewright.control.commands import register as register_control_commands
 from gatewright.errors import GatewrightError, InputDataError, UnsupportedModelError
 from gatewright.model import Dense, LoadedModel, ModelGraph, intake, load_model
@@ -469,6 +470,7 @@ def write_outputs(path: Path, outputs: dict[str, Any]) -> None:
 
 
 register_control_commands(app, user_errors, out, err)
+register_bench_commands(app, user_errors, out, err)
 
 
 def main() -> None:

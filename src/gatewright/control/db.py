@@ -1,4 +1,4 @@
-"""The control plane's state: deployments, build jobs, their log lines and registered agents, in a
+"""The control plane's state: deployments, jobs, their log lines, registered agents and bench runs, in a
 database through SQLAlchemy (SQLite by default, PostgreSQL for a shared control plane).
 
 The schema is owned by the Alembic migrations in ``control/migrations``; ``open_database`` brings a
@@ -85,6 +85,52 @@ class AgentRow(Base):
     address: Mapped[str] = mapped_column(String(255), primary_key=True)
     token: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[datetime] = mapped_column(default=now)
+
+
+class BenchRunRow(Base):
+    """One bench run: its full configuration and what it measured (``gatewright.bench``)."""
+
+    __tablename__ = "bench_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch: Mapped[str] = mapped_column(String(64), index=True)  # one `gatewright bench run` invocation
+    experiment: Mapped[str] = mapped_column(String(128), index=True)
+    application: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(255))
+    build_target: Mapped[str | None] = mapped_column(String(32), default=None)
+    predicted: Mapped[bool] = mapped_column(default=False)
+    measurement: Mapped[str] = mapped_column(String(128))
+    scenario: Mapped[str | None] = mapped_column(String(32), default=None)
+    optimization: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued building measuring succeeded failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    config: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    build_job: Mapped[str | None] = mapped_column(String(32), default=None)
+    measure_job: Mapped[str | None] = mapped_column(String(32), default=None)
+    created: Mapped[datetime] = mapped_column(default=now)
+    finished: Mapped[datetime | None] = mapped_column(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "batch": self.batch,
+            "experiment": self.experiment,
+            "application": self.application,
+            "target": self.target,
+            "device": self.device,
+            "build_target": self.build_target,
+            "predicted": self.predicted,
+            "measurement": self.measurement,
+            "scenario": self.scenario,
+            "optimization": self.optimization,
+            "state": self.state,
+            "reason": self.reason,
+            "created": self.created.isoformat(timespec="seconds") if self.created else None,
+            "config": self.config,
+            "metrics": self.metrics or {},
+        }
 
 
 def update(sessions: sessionmaker[Any], model: type[Base], key: str, **fields: Any) -> None:

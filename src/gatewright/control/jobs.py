@@ -1,9 +1,11 @@
-"""Build jobs: a queue with a concurrency limit, logs kept in the database and streamed live, cancel.
+"""Jobs: a queue with a concurrency limit, logs kept in the database and streamed live, cancel.
 
-``JobQueue`` owns the jobs' states and logs; an ``Executor`` runs one build wherever it likes. The
-``LocalExecutor`` runs ``gatewright build`` as a subprocess on this machine (its output is the log;
-cancel kills it, and the build's atomic writes leave nothing half-made). A distributed engine
-(Kubernetes Jobs, Ray, Celery) implements the same ``Executor`` protocol.
+A job runs one ``gatewright`` command that a request describes: a firmware build (``BuildRequest``)
+for a deployment or a bench run, or a bench measurement (``gatewright.bench.runner``). ``JobQueue``
+owns the jobs' states and logs; an ``Executor`` runs one job wherever it likes. The
+``LocalExecutor`` runs the command as a subprocess on this machine (its output is the log; cancel
+kills it, and atomic writes leave nothing half-made). A distributed engine (Kubernetes Jobs, Ray,
+Celery) implements the same ``Executor`` protocol.
 """
 
 from __future__ import annotations
@@ -42,13 +44,18 @@ class Logs:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self._tick = asyncio.Event()
+        # called with (subject, line, job id) after each line is stored: a CLI echoes, the bench counts
+        self.listeners: list[Callable[[str, str, str | None], None]] = []
 
     def write(self, deployment: str, text: str, job_id: str | None = None) -> None:
+        text = text.rstrip("\n")
         with self.sessions() as session:
-            session.add(LogLine(deployment=deployment, job_id=job_id, text=text.rstrip("\n")))
+            session.add(LogLine(deployment=deployment, job_id=job_id, text=text))
             session.commit()
         self._tick.set()
         self._tick = asyncio.Event()
+        for listener in self.listeners:
+            listener(deployment, text, job_id)
 
     def lines(self, deployment: str | None = None, job_id: str | None = None, after: int = 0) -> list[LogLine]:
         query = select(LogLine).where(LogLine.id > after).order_by(LogLine.id)
@@ -90,6 +97,9 @@ class BuildRequest:
     arch: str = "auto"
     reuse: int | None = None
     clock_mhz: float | None = None
+    until: str | None = None  # the last step (default: all the target has)
+
+    kind = "build"
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "bits": list(self.bits)}
@@ -98,40 +108,64 @@ class BuildRequest:
     def from_json(cls, data: dict[str, Any]) -> BuildRequest:
         return cls(**{**data, "bits": tuple(data.get("bits") or ())})
 
+    def describe(self) -> str:
+        return f"target {self.target}" + (f", until {self.until}" if self.until else "")
+
+    def argv(self, out: Path) -> list[str]:
+        """``gatewright build`` arguments writing the bundle to ``out`` (a precision file goes beside it)."""
+        argv = ["build", self.model, "--target", self.target, "--out", str(out), "--arch", self.arch]
+        if self.calibration:
+            argv += ["--calibration", self.calibration]
+        for flag in self.bits:
+            argv += ["--bits", flag]
+        if self.precision:
+            precision = out.parent / "precision.json"
+            precision.write_text(json.dumps(self.precision))
+            argv += ["--precision", str(precision)]
+        if self.reuse is not None:
+            argv += ["--reuse", str(self.reuse)]
+        if self.clock_mhz is not None:
+            argv += ["--clock-mhz", str(self.clock_mhz)]
+        if self.until is not None:
+            argv += ["--until", self.until]
+        return argv
+
+
+class JobRequest(Protocol):
+    """What a job runs: a ``gatewright`` command whose result lands in ``out`` (a bundle, a bench result)."""
+
+    kind: str
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def describe(self) -> str: ...
+
+    def argv(self, out: Path) -> list[str]: ...
+
 
 class Executor(Protocol):
-    """Runs one build to completion: the bundle lands in ``out``; each line of output goes to ``emit``."""
+    """Runs one job to completion: its result lands in ``out``; each line of output goes to ``emit``."""
 
-    async def run(self, job_id: str, request: BuildRequest, out: Path, emit: Callable[[str], None]) -> None: ...
+    async def run(self, job_id: str, request: JobRequest, out: Path, emit: Callable[[str], None]) -> None: ...
 
     async def cancel(self, job_id: str) -> None: ...
 
 
 class LocalExecutor:
-    """``gatewright build`` in a subprocess per job, in its own process group (cancel stops its tools too)."""
+    """The job's ``gatewright`` command in a subprocess, in its own process group (cancel stops its tools too)."""
 
     def __init__(self) -> None:
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
-    async def run(self, job_id: str, request: BuildRequest, out: Path, emit: Callable[[str], None]) -> None:
+    async def run(self, job_id: str, request: JobRequest, out: Path, emit: Callable[[str], None]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "gatewright", "build", request.model, "--target", request.target]
-        argv += ["--out", str(out), "--arch", request.arch]
-        if request.calibration:
-            argv += ["--calibration", request.calibration]
-        for flag in request.bits:
-            argv += ["--bits", flag]
-        if request.precision:
-            precision = out.parent / "precision.json"
-            precision.write_text(json.dumps(request.precision))
-            argv += ["--precision", str(precision)]
-        if request.reuse is not None:
-            argv += ["--reuse", str(request.reuse)]
-        if request.clock_mhz is not None:
-            argv += ["--clock-mhz", str(request.clock_mhz)]
-        emit("$ gatewright " + " ".join(argv[3:]))
+        arguments = request.argv(out)
+        emit("$ gatewright " + " ".join(arguments))
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            sys.executable,
+            "-m",
+            "gatewright",
+            *arguments,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
@@ -147,10 +181,10 @@ class LocalExecutor:
             code = await process.wait()
         finally:
             self._processes.pop(job_id, None)
-            if process.returncode is None:  # this task was cancelled: stop the build with it
+            if process.returncode is None:  # this task was cancelled: stop the job with it
                 _kill_group(process, signal.SIGKILL)
         if code != 0:
-            raise JobFailed(f"gatewright build exited with status {code}")
+            raise JobFailed(f"gatewright {arguments[0]} exited with status {code}")
 
     async def cancel(self, job_id: str) -> None:
         process = self._processes.get(job_id)
@@ -169,7 +203,7 @@ def _kill_group(process: asyncio.subprocess.Process, sig: int) -> None:
 
 
 class JobQueue:
-    """Build jobs run in submission order, at most ``concurrency`` at a time."""
+    """Jobs run in submission order, at most ``concurrency`` at a time."""
 
     def __init__(
         self, sessions: sessionmaker[Session], logs: Logs, workdir: Path, executor: Executor, concurrency: int = 1
@@ -190,17 +224,21 @@ class JobQueue:
                 session.commit()
                 self.logs.write(job.deployment, "job interrupted: the control plane stopped; it will be rerun", job.id)
 
-    def submit(self, deployment: str, generation: int, request: BuildRequest) -> str:
+    def submit(self, deployment: str, generation: int, request: JobRequest, result: str = "bundle") -> str:
+        """Queue a job for ``deployment`` (or any subject: a bench experiment); its result lands in
+        ``WORKDIR/JOB/<result>``."""
         job_id = uuid.uuid4().hex[:12]
+        row = JobRow(id=job_id, deployment=deployment, generation=generation, kind=request.kind)
+        row.request = request.to_json()
         with self.sessions() as session:
-            session.add(JobRow(id=job_id, deployment=deployment, generation=generation, request=request.to_json()))
+            session.add(row)
             session.commit()
-        self.logs.write(deployment, f"build job {job_id} queued (target {request.target})", job_id)
-        self._tasks[job_id] = asyncio.create_task(self._run(job_id, deployment, request))
+        self.logs.write(deployment, f"{request.kind} job {job_id} queued ({request.describe()})", job_id)
+        self._tasks[job_id] = asyncio.create_task(self._run(job_id, deployment, request, result))
         return job_id
 
     async def result(self, job_id: str) -> Path:
-        """The bundle the job built; JobFailed when it failed or was cancelled."""
+        """Where the job's result is (the bundle it built); JobFailed when it failed or was cancelled."""
         task = self._tasks.get(job_id)
         if task is None:
             raise JobFailed(f"job {job_id} is not running in this control plane (it was interrupted)")
@@ -254,8 +292,8 @@ class JobQueue:
     def _set(self, job_id: str, **fields: Any) -> None:
         update(self.sessions, JobRow, job_id, **fields)
 
-    async def _run(self, job_id: str, deployment: str, request: BuildRequest) -> Path:
-        out = self.workdir / job_id / "bundle"
+    async def _run(self, job_id: str, deployment: str, request: JobRequest, result: str) -> Path:
+        out = self.workdir / job_id / result
 
         def emit(line: str) -> None:
             self.logs.write(deployment, line, job_id)
