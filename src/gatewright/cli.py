@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gatewright import __version__, devices
+from gatewright.bench.commands import register as register_bench_commands
 from gatewright.build.bundle import Bundle
 from gatewright.build.hardware import HardwareOptions
 from gatewright.build.pipeline import STEPS, build
-from gatewright.bench.commands import register as register_bench_commands
 from gatewright.control.commands import register as register_control_commands
 from gatewright.errors import GatewrightError, InputDataError, UnsupportedModelError
 from gatewright.model import Dense, LoadedModel, ModelGraph, intake, load_model
