@@ -168,7 +168,9 @@ def measure(
                 scenario=scenario.scenario,
                 service_latency_us={k: round(v, 2) for k, v in scenario.latency_us.items()},
                 percentile=scenario.percentile,
-                service_latency_at_percentile_us=scenario.latency_at_percentile_us,
+                service_latency_at_percentile_us=None
+                if scenario.latency_at_percentile_us is None
+                else round(scenario.latency_at_percentile_us, 2),
                 throughput=round(scenario.throughput, 2),
                 queries=scenario.queries,
                 valid=scenario.valid,

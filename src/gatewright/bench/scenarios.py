@@ -49,7 +49,7 @@ class ScenarioSettings:
     min_duration_s: float = 1.0
     max_duration_s: float = 60.0
     samples_per_query: int = 8
-    target_qps: float | None = None  # Server: None derives half the measured single-stream rate
+    target_qps: float | None = None  # Server: None derives half the capacity measured in the warm-up
     target_latency_ms: float = 10.0
     percentile: float | None = None
     offline_samples: int | None = None
@@ -91,7 +91,7 @@ def run_scenario(
         raise GatewrightError(f"unknown scenario '{settings.scenario}'; choose one of {', '.join(SCENARIOS)}")
     if sample_count < 1:
         raise GatewrightError("a scenario needs at least one sample")
-    warm = _warm_up(settings, infer, sample_count)
+    warm = _warm_up(settings, infer, sample_count, submit)
     test = _test_settings(settings, warm)
     completed = 0
     clock = {"first": 0.0, "last": 0.0, "samples": 0.0}  # what LoadGen does not report for MultiStream
@@ -153,7 +153,12 @@ def run_scenario(
     return _result(settings, entries, warm, clock["samples"] / elapsed if elapsed > 0 else None)
 
 
-def _warm_up(settings: ScenarioSettings, infer: Infer, sample_count: int) -> dict[str, float]:
+def _warm_up(
+    settings: ScenarioSettings,
+    infer: Infer,
+    sample_count: int,
+    submit: Callable[[np.ndarray, Callable[[], None]], None] | None,
+) -> dict[str, float]:
     """Warm the device up and measure what LoadGen's schedule is sized from."""
     rng = np.random.default_rng(0)
     singles = []
@@ -172,6 +177,19 @@ def _warm_up(settings: ScenarioSettings, infer: Infer, sample_count: int) -> dic
             infer(indices)
             batches.append(time.perf_counter() - start)
         warm["query_latency_s"] = statistics.median(batches)
+    if settings.scenario == "Server":  # the rate single-sample queries are served at, queued as LoadGen will
+        burst = max(4 * settings.warmup_queries, 64)
+        left = threading.Semaphore(0)
+        start = time.perf_counter()
+        for index in rng.integers(0, sample_count, size=burst):
+            if submit is not None:
+                submit(np.array([index]), left.release)
+            else:
+                infer(np.array([index]))
+                left.release()
+        for _ in range(burst):
+            left.acquire()
+        warm["capacity_qps"] = burst / max(time.perf_counter() - start, 1e-9)
     if settings.scenario == "Offline":
         size = min(OFFLINE_CHUNK, max(sample_count, 1))
         indices = rng.integers(0, sample_count, size=size)
@@ -201,7 +219,7 @@ def _test_settings(settings: ScenarioSettings, warm: dict[str, float]) -> Any:
         if percentile is not None:
             test.multi_stream_target_latency_percentile = percentile / 100
     if settings.scenario == "Server":
-        qps = settings.target_qps or 0.5 / warm["single_latency_s"]
+        qps = settings.target_qps or 0.5 * warm["capacity_qps"]  # derived: half the measured capacity
         warm["target_qps"] = qps
         test.server_target_qps = qps
         test.server_target_latency_ns = int(settings.target_latency_ms * 1e6)
