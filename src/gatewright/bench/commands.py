@@ -31,8 +31,15 @@ def _sessions(data: Path, db: str | None) -> Any:
     return open_database(database_url(db, data.resolve()))
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _build_slots() -> int:
+    """Builds this machine runs at once: one per core, and at most one per 2 GB of memory (place and
+    route of a large design takes about that)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        memory_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return cores
+    return max(1, min(cores, int(memory_gb // 2)))
 
 
 def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, err: Console) -> None:
@@ -48,7 +55,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         experiment: ExperimentOption = None,
         data: DataOption = Path("gatewright-data"),
         db: DbOption = None,
-        builds: Annotated[int, typer.Option(help="Build jobs at once (default: one per core).")] = 0,
+        builds: Annotated[int, typer.Option(help="Build jobs at once (default: one per core, memory allowing).")] = 0,
         measures: Annotated[
             int, typer.Option(help="Measurements at once (default 1: side by side they disturb each other).")
         ] = 1,
@@ -87,14 +94,14 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
             out.print(table)
             return
         if builds < 0 or measures < 1:
-            raise GatewrightError("--builds must be 0 (one per core) or more, --measures 1 or more")
+            raise GatewrightError("--builds must be 0 (as many as the machine allows) or more, --measures 1 or more")
         metrics = BenchMetrics()
         if metrics_port is not None:
             metrics.serve(metrics_port)
             say(f"metrics: http://127.0.0.1:{metrics_port}/metrics")
-        batch = batch_id()
-        say(f"batch {batch}: {builds or _cores()} build(s) and {measures} measurement(s) at once")
-        runner = BenchRunner(_sessions(data, db), data.resolve(), builds or _cores(), measures, say, metrics, verbose)
+        batch, builds = batch_id(), builds or _build_slots()
+        say(f"batch {batch}: {builds} build(s) and {measures} measurement(s) at once")
+        runner = BenchRunner(_sessions(data, db), data.resolve(), builds, measures, say, metrics, verbose)
         rows = asyncio.run(runner.run(runs, batch))
         _table(out, rows)
         failed = [r for r in rows if r["state"] != "succeeded"]
@@ -291,7 +298,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
             raise GatewrightError("--run with --scale/--offset: write an experiment file with preprocessing instead")
         spec = advisor.experiment_file(chosen, model, data_file, labels, calibration, folder / f"{model.stem}.yaml")
         say(f"experiment: {spec}")
-        runner = BenchRunner(sessions, data.resolve(), _cores(), 1, say)
+        runner = BenchRunner(sessions, data.resolve(), _build_slots(), 1, say)
         rows = asyncio.run(runner.run(config.load(spec).runs(), batch_id()))
         verdict = Table(
             "configuration",

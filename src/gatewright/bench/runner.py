@@ -35,11 +35,12 @@ from gatewright.bench.data import load_array
 from gatewright.bench.metrics import BenchMetrics
 from gatewright.bench.predictor import Predictor, PredictorError
 from gatewright.control.db import BenchRunRow, LogLine, now, update
-from gatewright.control.jobs import BuildRequest, JobFailed, JobQueue, LocalExecutor, Logs
+from gatewright.control.jobs import BENCH_SUBJECT, BuildRequest, JobFailed, JobQueue, LocalExecutor, Logs
 from gatewright.errors import GatewrightError
 from gatewright.store import fetch, scheme_of
 
 PROGRESS = re.compile(r"@progress queries=(\d+)")
+FINAL_STATES = ("succeeded", "failed")
 PREDICTED_FIELDS = ("luts", "ffs", "dsps", "fmax_mhz", "latency_cycles", "hw_latency_us", "latency_us")
 
 
@@ -72,7 +73,7 @@ def batch_id() -> str:
 
 def subject(run: Run) -> str:
     """The log subject of a run's jobs (the jobs table's ``deployment`` column)."""
-    return f"bench/{run.experiment}"[:63]
+    return f"{BENCH_SUBJECT}{run.experiment}"[:63]
 
 
 class BenchRunner:
@@ -121,7 +122,16 @@ class BenchRunner:
         finally:
             await self.build_jobs.close()
             await self.measure_jobs.close()
+            self._interrupted(ids)
         return records(self.sessions, ids=ids)
+
+    def _interrupted(self, ids: list[str]) -> None:
+        """Runs still under way when the batch stops (Ctrl-C, a signal) end as failed, saying why."""
+        with self.sessions() as session:
+            query = select(BenchRunRow).where(BenchRunRow.id.in_(ids), BenchRunRow.state.not_in(FINAL_STATES))
+            for row in session.scalars(query):
+                row.state, row.reason, row.finished = "failed", "interrupted: `gatewright bench run` stopped", now()
+            session.commit()
 
     def _create(self, run: Run, batch: str) -> str:
         run_id = uuid.uuid4().hex[:12]

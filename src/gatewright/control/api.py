@@ -287,6 +287,14 @@ def create_app(controller: Controller, token: str, uploads: Path) -> FastAPI:
         await asyncio.to_thread(controller.inventory.devices, True)
         return {"address": address}
 
+    @app.get("/api/v1/bench/runs")
+    async def bench_runs(experiment: str | None = None, batch: str | None = None) -> dict[str, Any]:
+        """The bench results (``gatewright bench run`` writes them to this database)."""
+        from gatewright.bench.runner import records
+
+        found = await asyncio.to_thread(records, controller.sessions, None, [experiment] if experiment else None, batch)
+        return {"runs": found}
+
     @app.get("/api/v1/targets")
     async def list_targets() -> dict[str, Any]:
         return {

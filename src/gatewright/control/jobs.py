@@ -31,6 +31,7 @@ from gatewright.errors import GatewrightError
 
 log = logging.getLogger("gatewright.control")
 FINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
+BENCH_SUBJECT = "bench/"  # the subject prefix of bench jobs (``gatewright.bench.runner``)
 CANCEL_GRACE_S = 5.0
 
 
@@ -217,9 +218,13 @@ class JobQueue:
         self._tasks: dict[str, asyncio.Task[Path]] = {}
 
     def recover(self) -> None:
-        """After a restart: jobs that were queued or running were lost with the process; say so."""
+        """After a restart: the deployments' jobs that were queued or running were lost with the
+        process; say so. Bench jobs are left alone: a ``bench run`` in its own process owns them."""
+        query = select(JobRow).where(JobRow.state.in_(("queued", "running")))
         with self.sessions() as session:
-            for job in session.scalars(select(JobRow).where(JobRow.state.in_(("queued", "running")))):
+            for job in session.scalars(query):
+                if job.deployment.startswith(BENCH_SUBJECT):
+                    continue
                 job.state, job.reason, job.finished = "failed", "interrupted: the control plane stopped", now()
                 session.commit()
                 self.logs.write(job.deployment, "job interrupted: the control plane stopped; it will be rerun", job.id)
