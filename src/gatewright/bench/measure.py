@@ -10,8 +10,11 @@ the FPGA itself takes (the latency in cycles proven in simulation, over nextpnr'
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +116,27 @@ def hardware_figures(bundle: Bundle | None) -> dict[str, Any]:
         "hw_throughput": None if not fmax or not interval else round(fmax * 1e6 / interval, 1),
         "build_s": round(sum(step.get("duration_s", 0.0) for step in manifest.get("steps", [])), 2),
         "cache_key": manifest.get("cache_key"),
+        "build": {  # what the firmware was built from and with
+            "target": manifest.get("target"),
+            "options": manifest.get("options"),
+            "tools": manifest.get("tools"),
+            "architecture": {
+                k: (manifest.get("architecture") or {}).get(k)
+                for k in ("clock_mhz", "reuse_factor", "pipeline_depth", "initiation_interval", "stages")
+            },
+        },
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Where the run was measured: the machine and the versions that shape its figures."""
+    return {
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("gatewright", "numpy", "onnxruntime", "mlcommons-loadgen")},
     }
 
 
@@ -128,7 +152,7 @@ def measure(
     x, labels = load_inputs(run)
     bundle = Bundle(bundle_dir) if bundle_dir is not None else None
     device = "emu" if run.target.predict else run.target.device
-    metrics: dict[str, Any] = {"samples": len(x)}
+    metrics: dict[str, Any] = {"samples": len(x), "environment": environment()}
     reference = OnnxRunner(model_file.read_bytes())
     with devices.open(device) as dev:
         model = dev.load(bundle if bundle is not None else model_file)
