@@ -131,7 +131,7 @@ def test_every_field_is_read_and_resolved(folder: Path) -> None:
     assert server.scenario_settings() == {
         "scenario": "Server",
         "warmup_queries": 32,
-        "min_queries": 100,
+        "min_queries": 600,  # LoadGen's early stopping needs about 460 queries to vouch for a p99
         "min_duration_s": 1.0,
         "max_duration_s": 60.0,
         "samples_per_query": 8,
@@ -256,10 +256,12 @@ def test_the_example_bench_loads_with_its_data(tmp_path: Path) -> None:
 
 def test_the_example_experiment_file_loads() -> None:
     example = EXAMPLES / "digits.yaml"
-    if not example.exists():
-        pytest.skip("examples/bench/digits.yaml not written yet")
     experiments = load(example)
-    assert experiments.runs()
+    runs = experiments.runs()
+    # one cpu run, then emu and sim on two parts and a predicted part, at three weight widths
+    assert len(runs) == 1 + 5 * 3
+    assert {r.optimization.name for r in runs} == {"float", "weight_bits=4", "weight_bits=6", "weight_bits=8"}
+    assert len(load(EXAMPLES / "sweep.yaml").runs()) == 5 * 2 * 3
     for app in experiments.applications.values():
         assert Path(app.model).is_file()
         assert Path(app.data).is_file()

@@ -47,15 +47,26 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, get_args
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gatewright.bench.data import SUFFIXES, Preprocessing
+from gatewright.bench.yamlsource import (
+    ConfigError,
+    FieldProblem,
+    Key,
+    Lines,
+    dotted,
+    explain,
+    fail,
+    read_sections,
+    unknown_key,
+    validate,
+)
 from gatewright.build.hardware import ARCHES, HardwareOptions
-from gatewright.errors import GatewrightError, InputDataError, PrecisionError
+from gatewright.errors import InputDataError, PrecisionError
 from gatewright.quant.precision import MAX_VALUE_BITS, PrecisionConfig
 from gatewright.targets import TARGETS
 
@@ -78,23 +89,6 @@ MINIMAL = """a minimal experiment file is:
     digits: {model: digits_mlp.onnx, data: digits_test.npy, labels: digits_test_labels.npy}
   experiments:
     first: {application: digits, targets: [cpu, emu]}"""
-MERGE_TAG = "tag:yaml.org,2002:merge"
-
-Key = tuple[str | int, ...]
-Lines = dict[Key, tuple[Path, int]]  # a value's path -> the file and 1-based line where it is written
-M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(GatewrightError):
-    """An experiment file that cannot be run as written."""
-
-
-class _FieldProblem(ValueError):
-    """Raised in a validator: the problem is at ``path`` below the value being validated."""
-
-    def __init__(self, path: Key, message: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 class _Strict(BaseModel):
@@ -158,7 +152,7 @@ class _MeasurementFields(_Strict):
         spelled = str(raw).lower().replace("-", "").replace("_", "")
         scenario = next((s for s in SCENARIOS if s.lower() == spelled), None)
         if scenario is None:
-            raise _FieldProblem(("scenario",), f"unknown scenario {raw!r}; choose one of {', '.join(SCENARIOS)}")
+            raise FieldProblem(("scenario",), f"unknown scenario {raw!r}; choose one of {', '.join(SCENARIOS)}")
         # LoadGen's early stopping needs about 460 queries to vouch for a p99 (64 for a p90)
         min_queries = 600 if scenario in ("MultiStream", "Server") else 100
         return {"percentile": DEFAULT_PERCENTILE[scenario], "min_queries": min_queries, **data, "scenario": scenario}
@@ -166,14 +160,14 @@ class _MeasurementFields(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> _MeasurementFields:
         if self.min_duration_s > self.max_duration_s:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("min_duration_s",),
                 f"{self.min_duration_s:g} s is above max_duration_s "
                 f"({self.max_duration_s:g} s); raise max_duration_s or lower min_duration_s",
             )
         for name, scenario in SCENARIO_ONLY.items():
             if self.scenario != scenario and getattr(self, name) != type(self).model_fields[name].default:
-                raise _FieldProblem(
+                raise FieldProblem(
                     (name,), f"applies to the {scenario} scenario only; remove it, or set scenario: {scenario}"
                 )
         return self
@@ -217,7 +211,7 @@ class _OptimizationFields(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> _OptimizationFields:
         if self.reuse is not None and self.arch != "folded":
-            raise _FieldProblem(("reuse",), "reuse sets how folded layers share their multipliers: set arch: folded")
+            raise FieldProblem(("reuse",), "reuse sets how folded layers share their multipliers: set arch: folded")
         try:
             self.precision_config()
         except PrecisionError as exc:
@@ -256,7 +250,7 @@ def _check_precision(mapping: dict[str, Any] | None) -> None:
         return
     for key in mapping:
         if key not in ("defaults", "layers"):
-            raise _FieldProblem((key,), f"unknown key '{key}'; a precision mapping has defaults and layers")
+            raise FieldProblem((key,), f"unknown key '{key}'; a precision mapping has defaults and layers")
     try:
         PrecisionConfig().apply_mapping(mapping, "precision")
         return
@@ -272,8 +266,8 @@ def _check_precision(mapping: dict[str, Any] | None) -> None:
                 except PrecisionError as exc:
                     full = key if kind is None else f"{key}.{kind}"
                     message = str(exc).removeprefix(f"p: {section}: ").removeprefix(f"{full}: ")
-                    raise _FieldProblem((section, key) if kind is None else (section, key, kind), message) from None
-    raise _FieldProblem((), problem)
+                    raise FieldProblem((section, key) if kind is None else (section, key, kind), message) from None
+    raise FieldProblem((), problem)
 
 
 @dataclass(frozen=True)
@@ -381,18 +375,18 @@ class Experiments:
 def load(path: str | Path) -> Experiments:
     """Read, check and expand an experiment file; any mistake raises ConfigError with FILE:LINE:."""
     path = Path(path)
-    sections, lines = _read(path, ())
+    sections, lines = read_sections(path, SECTIONS, "experiment file", MINIMAL)
     if not sections["experiments"]:
-        _fail(lines, (), f"no experiments; {MINIMAL}")
+        fail(lines, (), f"no experiments; {MINIMAL}")
     apps = {name: _application(lines, name, value) for name, value in sections["applications"].items()}
     targets = {name: _target(lines, name, value, ("targets", name)) for name, value in sections["targets"].items()}
     measurements = {
-        name: Measurement(name=name, **_validate(lines, _MeasurementFields, value, ("measurements", name)).model_dump())
+        name: Measurement(name=name, **validate(lines, _MeasurementFields, value, ("measurements", name)).model_dump())
         for name, value in sections["measurements"].items()
     }
     optimizations = {
         name: Optimization(
-            name=name, **_validate(lines, _OptimizationFields, value, ("optimizations", name)).model_dump()
+            name=name, **validate(lines, _OptimizationFields, value, ("optimizations", name)).model_dump()
         )
         for name, value in sections["optimizations"].items()
     }
@@ -401,225 +395,34 @@ def load(path: str | Path) -> Experiments:
     return Experiments(path, apps, targets, measurements, optimizations, experiments)
 
 
-# reading: YAML with the line of every value, includes merged
-
-
-def _read(file: Path, chain: tuple[Path, ...]) -> tuple[dict[str, dict[str, Any]], Lines]:
-    """The sections of ``file`` with its includes merged in, and the line of every value."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such experiment file") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the experiment file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not a text file; write the experiment file as UTF-8 YAML") from None
-    data, own = _compose(file, text)
-    sections: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    lines: Lines = {key: where for key, where in own.items() if len(key) < 2}
-    origin: dict[tuple[str, str], Path] = {}  # (section, name) -> the file that defines it
-    if data is None:
-        return sections, lines
-    if not isinstance(data, dict):
-        _fail(own, (), f"the top level must be a mapping with {', '.join(SECTIONS)} (and include); {MINIMAL}")
-    for key in data:
-        if key not in ("include", *SECTIONS):
-            _fail(own, (key,), _unknown_key(key, ["include", *SECTIONS]))
-    mine: dict[str, Any] = {section: data.get(section) or {} for section in SECTIONS}  # this file's definitions
-    for section, entries in mine.items():
-        if not isinstance(entries, dict):
-            _fail(own, (section,), "must be a mapping of names to definitions (NAME: {...})")
-    includes = data.get("include") or []
-    includes = [includes] if isinstance(includes, str) else includes
-    if not isinstance(includes, list) or not all(isinstance(item, str) for item in includes):
-        _fail(own, ("include",), "write include: [common.yaml, ...] (paths relative to this file)")
-    for index, name in enumerate(includes):
-        at = ("include", index) if ("include", index) in own else ("include",)
-        included = file.parent / Path(name).expanduser()
-        loop = [*chain, file, included]
-        if any(included.resolve() == step.resolve() for step in loop[:-1]):
-            _fail(own, at, f"include cycle: {' -> '.join(step.name for step in loop)}; remove one of these includes")
-        if not included.is_file():
-            _fail(own, at, f"no such file {included} (include paths are relative to {file.parent})")
-        sub_sections, sub_lines = _read(included, (*chain, file))
-        for section, entries in sub_sections.items():
-            for entry, value in entries.items():
-                source = sub_lines[(section, entry)][0]
-                before = origin.get((section, entry))
-                if before is not None and before.resolve() != source.resolve() and entry not in mine[section]:
-                    fix = f"rename one, or define {entry} in {file} to override both"
-                    _fail(sub_lines, (section, entry), f"defined in both {before} and {source}; {fix}")
-                _define(sections, lines, origin, section, entry, value, sub_lines)
-    for section, entries in mine.items():
-        for entry, value in entries.items():
-            _define(sections, lines, origin, section, entry, value, own)
-    return sections, lines
-
-
-def _define(
-    sections: dict[str, dict[str, Any]],
-    lines: Lines,
-    origin: dict[tuple[str, str], Path],
-    section: str,
-    name: str,
-    value: Any,
-    source: Lines,
-) -> None:
-    prefix = (section, name)
-    for key in [key for key in lines if key[:2] == prefix]:
-        del lines[key]  # an override replaces the whole definition
-    lines.update((key, where) for key, where in source.items() if key[:2] == prefix)
-    sections[section][name] = value
-    origin[prefix] = source[prefix][0]
-
-
-def _compose(file: Path, text: str) -> tuple[Any, Lines]:
-    lines: Lines = {(): (file, 1)}
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        return (None if node is None else _value(node, (), file, lines, frozenset())), lines
-    except yaml.MarkedYAMLError as exc:
-        mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
-        where = f" ({exc.context} at line {context.line + 1})" if exc.context and context else ""
-        raise ConfigError(f"{file}:{mark.line + 1 if mark else 1}: not valid YAML: {exc.problem}{where}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}:1: not valid YAML: {exc}") from None
-
-
-def _value(node: yaml.Node, path: Key, file: Path, lines: Lines, active: frozenset[int]) -> Any:
-    """The value of a composed node, recording the line of every key and item below it."""
-    if id(node) in active:
-        _fail(lines, path, "an alias refers to the value it is in (*name inside &name); write the value out")
-    active = active | {id(node)}
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item in enumerate(node.value):
-            lines[(*path, index)] = (file, item.start_mark.line + 1)
-            items.append(_value(item, (*path, index), file, lines, active))
-        return items
-    if isinstance(node, yaml.MappingNode):
-        result: dict[str, Any] = {}
-        merged: list[yaml.Node] = []
-        for key_node, value_node in node.value:
-            if key_node.tag == MERGE_TAG:  # << : *defaults
-                merged += value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                continue
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise ConfigError(f"{file}:{line}: {_dotted(path)}: a key must be a name, not a list or mapping")
-            key = str(yaml.constructor.SafeConstructor().construct_object(key_node))
-            if key in result:
-                raise ConfigError(
-                    f"{file}:{line}: {_dotted((*path, key))}: duplicate key '{key}' (also at line "
-                    f"{lines[(*path, key)][1]}); YAML keeps only the last one: remove or rename one"
-                )
-            lines[(*path, key)] = (file, line)
-            result[key] = _value(value_node, (*path, key), file, lines, active)
-        for source in merged:  # explicit keys win over merged ones
-            source_lines: Lines = {}
-            extra = _value(source, path, file, source_lines, active)
-            if not isinstance(extra, dict):
-                _fail(lines, path, "<< merges a mapping (<<: *name, with &name on a mapping)")
-            for key in [key for key in extra if key not in result]:
-                result[key] = extra[key]
-                lines.update((k, v) for k, v in source_lines.items() if k[: len(path) + 1] == (*path, key))
-        return result
-    return yaml.constructor.SafeConstructor().construct_object(node)
-
-
 # checking: pydantic for fields, the rules between them here
-
-
-def _fail(lines: Lines, path: Key, message: str) -> NoReturn:
-    for length in range(len(path), -1, -1):
-        if path[:length] in lines:
-            file, line = lines[path[:length]]
-            break
-    raise ConfigError(f"{file}:{line}: {_dotted(path)}: {message}" if path else f"{file}:{line}: {message}")
-
-
-def _dotted(path: Key) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
-
-
-def _unknown_key(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ";"
-    return f"unknown key '{key}'{hint} valid keys: {', '.join(valid)}"
-
-
-def _validate(lines: Lines, model: type[M], data: Any, path: Key) -> M:
-    try:
-        return model.model_validate({} if data is None else data)
-    except ValidationError as exc:
-        where, message = _explain(exc, model, data)
-        _fail(lines, path + where, message)
-
-
-def _explain(exc: ValidationError, model: type[BaseModel], data: Any) -> tuple[Key, str]:
-    """The first problem: where it is (within ``data``) and what to do."""
-    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a misspelt key explains a missing one
-    loc: Key = tuple(error["loc"])
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _FieldProblem):
-        return _within(data, loc + cause.path), str(cause)
-    if error["type"] == "extra_forbidden":
-        return _within(data, loc), _unknown_key(str(loc[-1]), _fields(model, loc[:-1]))
-    if error["type"] == "missing":
-        return _within(data, loc[:-1]) + loc[-1:], f"required; add {loc[-1]}: ..."
-    if error["type"] in ("model_type", "dict_type"):
-        return _within(data, loc), f"must be a mapping (key: value, ...), not {json.dumps(error['input'], default=str)}"
-    if error["type"] == "value_error":  # raised by a validator here: says it all
-        return _within(data, loc), str(error["msg"]).removeprefix("Value error, ")
-    return _within(data, loc), f"{error['msg']} (got {json.dumps(error['input'], default=str)})"
-
-
-def _within(data: Any, loc: Key) -> Key:
-    """The part of a pydantic location that names values in the data (not union members)."""
-    path: Key = ()
-    for part in loc:
-        if (isinstance(data, dict) and part in data) or (isinstance(data, list) and isinstance(part, int)):
-            path, data = (*path, part), data[part]  # type: ignore[index]
-        else:
-            break
-    return path
-
-
-def _fields(model: type[BaseModel], loc: Key) -> list[str]:
-    for part in loc:
-        if isinstance(part, str) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-            model = next(
-                t for t in (annotation, *get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel)
-            )
-    return list(model.model_fields)
 
 
 def _application(lines: Lines, name: str, value: Any) -> Application:
     """An application with its files found: relative to the file it is written in; URIs kept as written."""
     path = ("applications", name)
-    fields = _validate(lines, _ApplicationFields, value, path)
+    fields = validate(lines, _ApplicationFields, value, path)
     base = lines[path][0].parent
 
     def resolve(key: str) -> Path | str:
         text, at = getattr(fields, key), (*path, key)
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
             if not text.startswith(URI_SCHEMES):
-                _fail(lines, at, f"unknown scheme in '{text}'; use a local path or {', '.join(URI_SCHEMES)}")
+                fail(lines, at, f"unknown scheme in '{text}'; use a local path or {', '.join(URI_SCHEMES)}")
             if "@" in urlsplit(text).netloc:
-                _fail(lines, at, f"the URI holds credentials (user:password@); {CREDENTIALS}")
+                fail(lines, at, f"the URI holds credentials (user:password@); {CREDENTIALS}")
             return str(text)
         file = (base / Path(text).expanduser()).resolve()
         if not file.is_file():
-            _fail(lines, at, f"no such file {file} (relative paths start at {base.resolve()})")
+            fail(lines, at, f"no such file {file} (relative paths start at {base.resolve()})")
         if key != "model" and file.suffix.lower() not in SUFFIXES:
-            _fail(lines, at, f"'{file.name}' is not .npy, .npz or .csv; save the array with numpy.save")
+            fail(lines, at, f"'{file.name}' is not .npy, .npz or .csv; save the array with numpy.save")
         return file
 
     located = {key: None if getattr(fields, key) is None else resolve(key) for key in ("data", "labels", "calibration")}
     for key, file in located.items():
         if getattr(fields, f"{key}_key") is not None and not str(file).lower().endswith(".npz"):
-            _fail(lines, (*path, f"{key}_key"), f"names an array in an .npz file, and {key} is not one; remove it")
+            fail(lines, (*path, f"{key}_key"), f"names an array in an .npz file, and {key} is not one; remove it")
     data = located["data"]
     assert data is not None  # required
     return Application(
@@ -669,32 +472,34 @@ def _device_problem(device: str) -> str | None:
 def _target(lines: Lines, name: str, value: Any, path: Key) -> TargetSpec:
     """A target from its definition (a mapping or a shorthand string), by the rules of devices and builds."""
     shorthand = isinstance(value, str)
-    fields = _validate(lines, _TargetFields, _shorthand(value) if shorthand else value, path)
+    fields = validate(lines, _TargetFields, _shorthand(value) if shorthand else value, path)
 
-    def fail(field: str, message: str) -> NoReturn:
-        _fail(lines, path if shorthand else (*path, field), message)
+    def reject(field: str, message: str) -> NoReturn:
+        fail(lines, path if shorthand else (*path, field), message)
 
     pnr = ", ".join(t.name for t in TARGETS.values() if t.place_and_route)
     if fields.predict is not None:
         if fields.device is not None or fields.build is not None:
-            fail("predict", "a predicted target is not built (its accuracy runs on emu): remove device and build")
+            reject("predict", "a predicted target is not built (its accuracy runs on emu): remove device and build")
         if fields.predict not in TARGETS or not TARGETS[fields.predict].place_and_route:
-            fail("predict", f"cannot predict '{fields.predict}'; the predictor knows the place-and-route targets {pnr}")
+            reject(
+                "predict", f"cannot predict '{fields.predict}'; the predictor knows the place-and-route targets {pnr}"
+            )
         return TargetSpec(name, "emu", None, fields.predict)
     if fields.device is None:
-        fail("device", f"required: a device ({DEVICE_FORMS}) or predict: TARGET")
+        reject("device", f"required: a device ({DEVICE_FORMS}) or predict: TARGET")
     problem = _device_problem(fields.device)
     if problem:
-        fail("device", problem)
+        reject("device", problem)
     if TargetSpec(name, fields.device).kind == "cpu":
         if fields.build is not None:
-            fail("build", "cpu runs the float model on ONNX Runtime: no build; remove it, or use emu or sim")
+            reject("build", "cpu runs the float model on ONNX Runtime: no build; remove it, or use emu or sim")
         return TargetSpec(name, fields.device)
     build = fields.build or "generic"
     if build not in TARGETS:
-        fail("build", f"unknown build target '{build}'; choose one of {', '.join(TARGETS)}")
+        reject("build", f"unknown build target '{build}'; choose one of {', '.join(TARGETS)}")
     if fields.device.startswith("board:") and not TARGETS[build].place_and_route:
-        fail("build", f"a board runs a bitstream: give a place-and-route build target ({pnr})")
+        reject("build", f"a board runs a bitstream: give a place-and-route build target ({pnr})")
     return TargetSpec(name, fields.device, build)
 
 
@@ -710,15 +515,15 @@ class _ExperimentFields(_Strict):
     def _sweep(cls, value: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
         for name, values in (value or {}).items():
             if name not in _OptimizationFields.model_fields:
-                raise _FieldProblem((name,), _unknown_key(name, list(_OptimizationFields.model_fields)))
+                raise FieldProblem((name,), unknown_key(name, list(_OptimizationFields.model_fields)))
             if not values:
-                raise _FieldProblem((name,), "give at least one value, e.g. [4, 6, 8]")
+                raise FieldProblem((name,), "give at least one value, e.g. [4, 6, 8]")
         return value
 
 
 def _experiment(lines: Lines, defined: Experiments, name: str, value: Any) -> list[Run]:
     path = ("experiments", name)
-    fields = _validate(lines, _ExperimentFields, value, path)
+    fields = validate(lines, _ExperimentFields, value, path)
     app = _pick(lines, defined.applications, fields.application, (*path, "application"), "applications")
     targets: list[TargetSpec] = []
     for index, ref in enumerate(fields.targets):
@@ -741,7 +546,7 @@ def _experiment(lines: Lines, defined: Experiments, name: str, value: Any) -> li
         names = [item.name for item in chosen]
         twice = next((i for i, n in enumerate(names) if n in names[:i]), None)
         if twice is not None:
-            _fail(lines, (*path, key, twice), f"'{names[twice]}' is listed twice; remove one")
+            fail(lines, (*path, key, twice), f"'{names[twice]}' is listed twice; remove one")
     variants = _sweep(lines, optimizations, fields.sweep or {}, (*path, "sweep"))
     return [
         Run(name, app, target, measurement, optimization)
@@ -755,7 +560,7 @@ def _pick(lines: Lines, defined: dict[str, Any], ref: str, at: Key, what: str, m
     if ref not in defined:
         close = difflib.get_close_matches(ref, list(defined), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        _fail(lines, at, f"unknown {what[:-1]} '{ref}'; defined {what}: {', '.join(defined) or 'none'}{hint}{more}")
+        fail(lines, at, f"unknown {what[:-1]} '{ref}'; defined {what}: {', '.join(defined) or 'none'}{hint}{more}")
     return defined[ref]
 
 
@@ -773,8 +578,8 @@ def _sweep(lines: Lines, bases: list[Optimization], sweep: dict[str, list[Any]],
             try:
                 variants.append(Optimization(name=label, **_OptimizationFields.model_validate(data).model_dump()))
             except ValidationError as exc:
-                where, message = _explain(exc, _OptimizationFields, data)
+                where, message = explain(exc, _OptimizationFields, data)
                 at = (*path, where[0]) if where and where[0] in values else path
-                inner = "" if where in ((), at[-1:]) else f"{_dotted(where)}: "
-                _fail(lines, at, f"optimization '{label}': {inner}{message}")
+                inner = "" if where in ((), at[-1:]) else f"{dotted(where)}: "
+                fail(lines, at, f"optimization '{label}': {inner}{message}")
     return variants
