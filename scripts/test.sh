@@ -3,10 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Real servers and a real browser for the tests: an OCI registry, PostgreSQL, headless Chromium.
+# Real servers and tools for the tests: an OCI registry, PostgreSQL, headless Chromium, promtool.
 need=""
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"  # promtool checks the Grafana dashboard's queries
 { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || need="$need postgresql"
 if [ -n "$need" ]; then
   echo "test: installing$need (Debian packages the tests run for real)" >&2
