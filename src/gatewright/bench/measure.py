@@ -27,7 +27,6 @@ from gatewright.bench.scenarios import ScenarioSettings, run_scenario
 from gatewright.build.bundle import Bundle
 from gatewright.devices.base import Model
 from gatewright.errors import InputDataError
-from gatewright.model.runtime import OnnxRunner
 
 ACCURACY_BATCH = 256
 
@@ -153,13 +152,13 @@ def measure(
     bundle = Bundle(bundle_dir) if bundle_dir is not None else None
     device = "emu" if run.target.predict else run.target.device
     metrics: dict[str, Any] = {"samples": len(x), "environment": environment()}
-    reference = OnnxRunner(model_file.read_bytes())
     with devices.open(device) as dev:
         model = dev.load(bundle if bundle is not None else model_file)
         call = Runner(model, x)
         emit(f"accuracy: {len(x)} samples through {device}")
         outputs, seconds = accuracy_pass(call, len(x))
-        expected, _ = accuracy_pass(lambda idx: reference.run({call.name: x[idx]}), len(x))
+        with devices.open("cpu") as cpu:  # the float model, the reference (as a fixed batch allows)
+            expected, _ = accuracy_pass(Runner(cpu.load(model_file), x), len(x))
         predicted, float_classes = classes(outputs, len(x)), classes(expected, len(x))
         if predicted is not None and float_classes is not None:
             metrics["agreement"] = round(float(np.mean(predicted == float_classes)), 6)
