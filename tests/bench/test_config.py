@@ -261,7 +261,7 @@ def test_the_example_experiment_file_loads() -> None:
     # one cpu run, then emu and sim on two parts and a predicted part, at three weight widths
     assert len(runs) == 1 + 5 * 3
     assert {r.optimization.name for r in runs} == {"float", "weight_bits=4", "weight_bits=6", "weight_bits=8"}
-    assert len(load(EXAMPLES / "sweep.yaml").runs()) == 5 * 3 + 3 * 3
+    assert len(load(EXAMPLES / "sweep.yaml").runs()) == 5 * 3 + 2 * 3
     for app in experiments.applications.values():
         assert Path(app.model).is_file()
         assert Path(app.data).is_file()
