@@ -217,11 +217,13 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
     @user_errors
     def advise(
         model: Annotated[Path, typer.Argument(help="An ONNX model file.", show_default=False)],
-        data_file: Annotated[Path, typer.Option("--data", help="Input samples (.npy/.npz/.csv) to measure accuracy.")],
+        data_file: Annotated[
+            Path, typer.Option("--inputs", help="Input samples (.npy/.npz/.csv) to measure accuracy.")
+        ],
         labels: Annotated[
             Path | None, typer.Option(help="Labels of --data (else: agreement with the float model).")
         ] = None,
-        calibration: Annotated[Path | None, typer.Option(help="Calibration samples (default: --data).")] = None,
+        calibration: Annotated[Path | None, typer.Option(help="Calibration samples (default: --inputs).")] = None,
         scale: Annotated[float, typer.Option(help="Preprocessing: multiply the samples by this.")] = 1.0,
         offset: Annotated[float, typer.Option(help="Preprocessing: then add this.")] = 0.0,
         max_latency_us: Annotated[float | None, typer.Option("--max-latency-us", help="FPGA latency limit.")] = None,
@@ -245,7 +247,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         x = prep.apply(load_array(data_file))
         y = load_labels(labels) if labels is not None else None
         if y is not None and len(y) != len(x):
-            raise GatewrightError(f"--labels {labels}: {len(y)} labels for {len(x)} samples in --data {data_file}")
+            raise GatewrightError(f"--labels {labels}: {len(y)} labels for {len(x)} samples in --inputs {data_file}")
         cal = prep.apply(load_array(calibration)) if calibration is not None else None
         constraints = advisor.Constraints(max_latency_us, min_accuracy, max_luts, family, tuple(target or ()))
         sessions = _sessions(data, db)

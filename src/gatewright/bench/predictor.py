@@ -222,8 +222,10 @@ def _fit(quantity: str, rows: list[dict[str, Any]]) -> Fitted:
     y = np.array([float(r["figures"][quantity]) for r in rows])
     groups = [r["group"] for r in rows]
     distinct = len(set(groups))
-    splitter: Any = GroupKFold(n_splits=min(5, distinct)) if distinct >= 3 else KFold(n_splits=min(5, len(rows)))
-    splits = list(splitter.split(x, y, groups))
+    if distinct >= 3:  # hold whole models out: the error on a model never seen
+        splits = list(GroupKFold(n_splits=min(5, distinct)).split(x, y, groups))
+    else:  # one or two models: hold builds out
+        splits = list(KFold(n_splits=min(5, len(rows)), shuffle=True, random_state=0).split(x, y))
     scores: dict[str, tuple[float, float]] = {}
     for name, make in _candidates().items():
         errors: list[float] = []
