@@ -99,3 +99,29 @@ def test_experiment_file_builds_the_chosen_configurations(tmp_path: Path, law_re
     assert [(r.optimization.weight_bits, r.optimization.activation_bits) for r in runs] == [
         (c.weight_bits, c.activation_bits) for c in candidates[:2]
     ]
+
+
+def test_cli_lists_configurations_and_refuses_bad_constraints(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model, *_ = data("mlp_8-16-3")
+    common = [sys.executable, "-m", "gatewright", "advise", str(model), "--data", str(tmp_path / "state")]
+    common += [
+        "--inputs",
+        str(EXAMPLES / "mlp_8-16-3_test.npy"),
+        "--labels",
+        str(EXAMPLES / "mlp_8-16-3_test_labels.npy"),
+    ]
+    done = subprocess.run(
+        [*common, "--target", "ecp5-25k", "--min-accuracy", "0.5", "--max-latency-us", "100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "planner estimates" in done.stdout  # an empty database: no predictor yet
+    assert "ecp5-25k-w8a16" in done.stdout and "yes" in done.stdout
+    wrong = subprocess.run([*common, "--min-accuracy", "95"], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "--min-accuracy 95.0: give a fraction between 0 and 1" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

@@ -199,9 +199,13 @@ def experiment_file(
     calibration: Path | None,
     path: Path,
     device: str = "sim",
+    scale: float = 1.0,
+    offset: float = 0.0,
 ) -> Path:
     """A bench experiment that builds and measures ``chosen`` on ``device`` (written to ``path``)."""
     application: dict[str, Any] = {"model": str(model.resolve()), "data": str(data.resolve())}
+    if scale != 1.0 or offset != 0.0:
+        application["preprocessing"] = {"scale": scale, "offset": offset}
     if labels is not None:
         application["labels"] = str(labels.resolve())
     if calibration is not None:

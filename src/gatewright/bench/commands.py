@@ -296,9 +296,9 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         chosen = meeting[:run_best]
         folder = data.resolve() / "advice"
         folder.mkdir(parents=True, exist_ok=True)
-        if scale != 1.0 or offset != 0.0:
-            raise GatewrightError("--run with --scale/--offset: write an experiment file with preprocessing instead")
-        spec = advisor.experiment_file(chosen, model, data_file, labels, calibration, folder / f"{model.stem}.yaml")
+        spec = advisor.experiment_file(
+            chosen, model, data_file, labels, calibration, folder / f"{model.stem}.yaml", scale=scale, offset=offset
+        )
         say(f"experiment: {spec}")
         runner = BenchRunner(sessions, data.resolve(), _build_slots(), 1, say)
         rows = asyncio.run(runner.run(config.load(spec).runs(), batch_id()))
