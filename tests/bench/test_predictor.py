@@ -36,7 +36,11 @@ def test_features_describe_the_model_target_and_plan() -> None:
 def test_learns_the_law_and_reports_cross_validated_error(law_records: list[dict[str, Any]]) -> None:
     predictor = Predictor.learn(law_records)
     errors = {e["quantity"]: e for e in predictor.errors()}
-    assert set(errors) == {"luts", "ffs", "dsps", "fmax_mhz", "latency_cycles"}
+    assert set(errors) == {"luts", "ffs", "dsps", "fmax_mhz", "latency_cycles", "hw_latency_us"}
+    # the FPGA latency's error combines the held-out cycles and Fmax of the methods kept
+    latency = errors["hw_latency_us"]
+    assert latency["method"] == f"{errors['latency_cycles']['method']} cycles / {errors['fmax_mhz']['method']} Fmax"
+    assert latency["samples"] == 30 and 0 <= latency["cv_mape"] < 0.3
     for quantity in ("luts", "fmax_mhz", "latency_cycles"):
         e = errors[quantity]
         assert e["samples"] == 30

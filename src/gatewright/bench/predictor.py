@@ -126,6 +126,7 @@ class Fitted:
     folds: int
     samples: int
     candidates: dict[str, float] = field(default_factory=dict)  # method -> cross-validated MAPE
+    held_out: dict[str, float] = field(default_factory=dict)  # build -> its prediction when its model was held out
 
     def predict(self, row: dict[str, float]) -> float:
         if self.model is None:
@@ -150,6 +151,7 @@ class Predictor:
 
     def __init__(self, fitted: dict[str, Fitted]) -> None:
         self.fitted = fitted
+        self.latency_error: dict[str, Any] | None = None  # the FPGA latency (cycles / Fmax), cross-validated
 
     @classmethod
     def learn(cls, records: list[dict[str, Any]], family: str | None = None) -> Predictor:
@@ -167,7 +169,9 @@ class Predictor:
             usable = [r for r in rows if r["figures"].get(quantity) is not None]
             if len(usable) >= MIN_RUNS:
                 fitted[quantity] = _fit(quantity, usable)
-        return cls(fitted)
+        predictor = cls(fitted)
+        predictor.latency_error = _latency_error(rows, fitted)
+        return predictor
 
     def predict(self, row: dict[str, float]) -> dict[str, float | None]:
         out: dict[str, float | None] = {q: None for q in QUANTITIES}
@@ -179,7 +183,7 @@ class Predictor:
         return out
 
     def errors(self) -> list[dict[str, Any]]:
-        """Cross-validated error per quantity, for reports and RESULTS.md."""
+        """Cross-validated error per quantity (and of the FPGA latency they give), for reports and RESULTS.md."""
         return [
             {
                 "quantity": f.quantity,
@@ -191,7 +195,7 @@ class Predictor:
                 "candidates": f.candidates,
             }
             for f in self.fitted.values()
-        ]
+        ] + ([self.latency_error] if self.latency_error else [])
 
 
 def training_rows(records: list[dict[str, Any]], family: str | None = None) -> list[dict[str, Any]]:
@@ -211,9 +215,8 @@ def training_rows(records: list[dict[str, Any]], family: str | None = None) -> l
             continue
         seen.add(key)
         group = (record.get("config") or {}).get("application", {}).get("model") or record.get("application")
-        rows.append(
-            {"features": metrics["features"], "figures": {q: metrics.get(q) for q in QUANTITIES}, "group": str(group)}
-        )
+        figures = {q: metrics.get(q) for q in QUANTITIES}
+        rows.append({"features": metrics["features"], "figures": figures, "group": str(group), "key": key})
     return rows
 
 
@@ -227,18 +230,18 @@ def _fit(quantity: str, rows: list[dict[str, Any]]) -> Fitted:
     else:  # one or two models: hold builds out
         splits = list(KFold(n_splits=min(5, len(rows)), shuffle=True, random_state=0).split(x, y))
     scores: dict[str, tuple[float, float]] = {}
+    held_out: dict[str, dict[str, float]] = {}
     for name, make in _candidates().items():
-        errors: list[float] = []
+        held_out[name] = {}
         for train, test in splits:
             model = make().fit(x[train], np.log1p(y[train]))
-            predicted = np.expm1(model.predict(x[test]))
-            errors += _ape(predicted, y[test])
-        scores[name] = (statistics.fmean(errors), statistics.median(errors))
+            for i, value in zip(test, np.expm1(model.predict(x[test])), strict=True):
+                held_out[name][rows[i]["key"]] = float(value)
     if quantity in ("luts", "dsps", "latency_cycles"):  # the planner's own estimate, as a baseline
-        errors = []
-        for _train, test in splits:
-            errors += _ape(np.array([_plan_estimate(quantity, rows[i]["features"]) for i in test]), y[test])
-        scores["plan"] = (statistics.fmean(errors), statistics.median(errors))
+        held_out["plan"] = {r["key"]: _plan_estimate(quantity, r["features"]) for r in rows}
+    for name, predictions in held_out.items():
+        errors = _ape(np.array([predictions[r["key"]] for r in rows]), y)
+        scores[name] = (statistics.fmean(errors), statistics.median(errors))
     best = min(scores, key=lambda name: scores[name][0])
     model = None if best == "plan" else clone(_candidates()[best]()).fit(x, np.log1p(y))
     return Fitted(
@@ -250,7 +253,33 @@ def _fit(quantity: str, rows: list[dict[str, Any]]) -> Fitted:
         len(splits),
         len(rows),
         {name: round(score[0], 4) for name, score in scores.items()},
+        held_out[best],
     )
+
+
+def _latency_error(rows: list[dict[str, Any]], fitted: dict[str, Fitted]) -> dict[str, Any] | None:
+    """The cross-validated error of the FPGA latency, held-out cycles over held-out Fmax."""
+    cycles, fmax = fitted.get("latency_cycles"), fitted.get("fmax_mhz")
+    if cycles is None or fmax is None:
+        return None
+    predicted, actual = [], []
+    for row in rows:
+        key, figures = row["key"], row["figures"]
+        if key in cycles.held_out and key in fmax.held_out and figures["fmax_mhz"]:
+            predicted.append(cycles.held_out[key] / max(fmax.held_out[key], 1e-9))
+            actual.append(figures["latency_cycles"] / figures["fmax_mhz"])
+    if not actual:
+        return None
+    errors = _ape(np.array(predicted), np.array(actual))
+    return {
+        "quantity": "hw_latency_us",
+        "method": f"{cycles.method} cycles / {fmax.method} Fmax",
+        "cv_mape": round(statistics.fmean(errors), 4),
+        "cv_median_ape": round(statistics.median(errors), 4),
+        "folds": cycles.folds,
+        "samples": len(actual),
+        "candidates": {},
+    }
 
 
 def _ape(predicted: np.ndarray, actual: np.ndarray) -> list[float]:
