@@ -283,3 +283,50 @@ def test_a_registered_agent_adds_its_devices_and_runs_a_deployment(tmp_path, dig
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(timeout=30)
+
+
+def test_bench_results_share_the_database_and_a_restart_leaves_bench_jobs_alone(tmp_path, control_factory) -> None:
+    from gatewright.control.db import JobRow, open_database
+    from tests.bench.conftest import EXAMPLES
+
+    data = tmp_path / "data"
+    plane = start_control(data)
+    control_factory.append(plane)
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(
+        f"""applications:
+  small: {{model: {EXAMPLES / "mlp_8-16-3.onnx"}, data: {EXAMPLES / "mlp_8-16-3_test.npy"},
+          labels: {EXAMPLES / "mlp_8-16-3_test_labels.npy"}}}
+measurements:
+  quick: {{warmup_queries: 5, min_queries: 80, min_duration_s: 0.2}}
+experiments:
+  shared: {{application: small, targets: [cpu], measurements: [quick]}}
+"""
+    )
+    bench = subprocess.run(
+        [*GATEWRIGHT, "bench", "run", str(experiment), "--data", str(data)], capture_output=True, text=True, timeout=300
+    )
+    assert bench.returncode == 0, bench.stderr
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    runs = httpx.get(f"{plane.url}/api/v1/bench/runs", params={"experiment": "shared"}, headers=headers).json()["runs"]
+    assert [(r["target"], r["state"]) for r in runs] == [("cpu", "succeeded")]
+    assert runs[0]["metrics"]["accuracy"] > 0.7 and runs[0]["metrics"]["valid"] is True
+    assert httpx.get(f"{plane.url}/api/v1/bench/runs").status_code == 401  # the token protects them too
+    assert httpx.get(f"{plane.url}/api/v1/bench/runs", headers=headers).json()["runs"][0]["id"] == runs[0]["id"]
+    assert httpx.get(f"{plane.url}/api/v1/bench/runs", params={"experiment": "other"}, headers=headers).json() == {
+        "runs": []
+    }
+    jobs = httpx.get(f"{plane.url}/api/v1/jobs", headers=headers).json()["jobs"]
+    assert [(j["kind"], j["deployment"], j["state"]) for j in jobs] == [("bench", "bench/shared", "succeeded")]
+    # a bench job another process is running survives the control plane's restart untouched
+    sessions = open_database(f"sqlite:///{data / 'gatewright.db'}")
+    with sessions() as session:
+        session.add(
+            JobRow(id="benchrunning", deployment="bench/other", generation=1, kind="bench", state="running", request={})
+        )
+        session.commit()
+    plane.stop(signal.SIGKILL)
+    again = start_control(data)
+    control_factory.append(again)
+    with sessions() as session:
+        assert session.get(JobRow, "benchrunning").state == "running"
