@@ -183,8 +183,8 @@ class BenchRunner:
             metrics = json.loads((out / "result.json").read_text())
             if run.target.predict:
                 metrics.update(self._predict(run, metrics))
-        except (GatewrightError, OSError, ValueError) as exc:
-            reason = str(exc)
+        except Exception as exc:  # one run's failure, whatever it is, must not stop the others
+            reason = str(exc) if isinstance(exc, GatewrightError | OSError) else f"{type(exc).__name__}: {exc}"
             self._set(run_id, run, state="failed", reason=reason, finished=now())
             self._finished(f"failed   {label}: {reason}")
             return
