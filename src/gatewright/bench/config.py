@@ -65,7 +65,7 @@ from gatewright.bench.yamlsource import (
     unknown_key,
     validate,
 )
-from gatewright.build.hardware import ARCHES, HardwareOptions
+from gatewright.build.hardware import HardwareOptions, unknown_arch
 from gatewright.errors import InputDataError, PrecisionError
 from gatewright.quant.precision import MAX_VALUE_BITS, PrecisionConfig
 from gatewright.targets import TARGETS
@@ -198,8 +198,8 @@ class _OptimizationFields(_Strict):
     @field_validator("arch")
     @classmethod
     def _arch(cls, value: str) -> str:
-        if value not in ARCHES:
-            raise ValueError(f"unknown architecture '{value}'; choose one of {', '.join(ARCHES)}")
+        if problem := unknown_arch(value):
+            raise ValueError(problem)
         return value
 
     @field_validator("precision")

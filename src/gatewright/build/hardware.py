@@ -34,6 +34,11 @@ BAUD = 115200
 ARCHES = ("auto", "unrolled", "folded")
 
 
+def unknown_arch(arch: str) -> str | None:
+    """What is wrong with ``arch`` (None when it names an architecture): one message for every front end."""
+    return None if arch in ARCHES else f"unknown architecture '{arch}'; choose one of {', '.join(ARCHES)}"
+
+
 class BitExactError(GatewrightError):
     """The simulated RTL does not compute what the emulator computes."""
 

@@ -27,7 +27,7 @@ import gatewright
 from gatewright.build import bundle as files
 from gatewright.build import hardware as hw_steps
 from gatewright.build.bundle import Bundle, write_json, writing
-from gatewright.build.hardware import ARCHES, HardwareOptions
+from gatewright.build.hardware import HardwareOptions, unknown_arch
 from gatewright.build.log import BuildLog
 from gatewright.cache import cache_root
 from gatewright.devices.emu import EmulatedModel
@@ -201,8 +201,8 @@ def build(
     hardware = hardware or HardwareOptions()
     if until is not None and until not in STEPS:
         raise GatewrightError(f"unknown step '{until}'; the steps are: {', '.join(STEPS)}")
-    if hardware.arch not in ARCHES:
-        raise GatewrightError(f"unknown architecture '{hardware.arch}'; choose one of {', '.join(ARCHES)}")
+    if problem := unknown_arch(hardware.arch):
+        raise GatewrightError(problem)
     if hardware.clock_mhz is not None and not 0 < hardware.clock_mhz <= 1000:
         raise GatewrightError(f"--clock-mhz {hardware.clock_mhz}: give a frequency between 0 and 1000 MHz")
     if hardware.reuse is not None and hardware.reuse < 1:

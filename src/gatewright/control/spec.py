@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gatewright.build.hardware import ARCHES, HardwareOptions
+from gatewright.build.hardware import HardwareOptions, unknown_arch
 from gatewright.errors import GatewrightError
 from gatewright.quant import PrecisionConfig
 from gatewright.targets import TARGETS
@@ -87,8 +87,8 @@ class Architecture(_Strict):
     @field_validator("arch")
     @classmethod
     def _arch(cls, value: str) -> str:
-        if value not in ARCHES:
-            raise ValueError(f"unknown architecture '{value}'; choose one of {', '.join(ARCHES)}")
+        if problem := unknown_arch(value):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
