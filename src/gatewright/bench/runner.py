@@ -98,7 +98,7 @@ class BenchRunner:
         self.measure_jobs = JobQueue(sessions, self.logs, work, LocalExecutor(), measures)
         self.verbose = verbose
         self._builds: dict[str, asyncio.Task[Path]] = {}
-        self._inputs: dict[str, asyncio.Task[tuple[Path, Path]]] = {}
+        self._inputs: dict[str, asyncio.Task[Path]] = {}
         self._job_runs: dict[str, tuple[str, Run]] = {}  # measure job -> its run
         self._predictors: dict[str, Predictor | PredictorError] = {}
         self._measured = asyncio.Event()  # set when the batch's measured (not predicted) runs are done
@@ -167,11 +167,11 @@ class BenchRunner:
         label = f"{run.experiment}: {run.application.name} on {run.target.name}, {run.optimization.name}, "
         label += "predicted" if run.target.predict else run.measurement.name
         try:
-            model, calibration = await self._prepare(run)
+            model = await self._input("model", run)
             bundle = None
-            if run.target.kind != "cpu":
+            if run.target.kind != "cpu":  # the CPU runs the float model: no calibration, no build
                 self._set(run_id, run, state="building")
-                bundle = await self._build(run_id, run, model, calibration)
+                bundle = await self._build(run_id, run, model, await self._input("calibration", run))
             if run.target.predict:
                 await self._measured.wait()
             self._set(run_id, run, state="measuring")
@@ -196,37 +196,39 @@ class BenchRunner:
         self._done += 1
         self.echo(f"[{self._done}/{self._total}] {line}")
 
-    async def _prepare(self, run: Run) -> tuple[Path, Path]:
-        """The float model as a local file and the preprocessed calibration data as ``.npy`` (once per application)."""
-        key = json.dumps(run.to_json()["application"], sort_keys=True)
+    async def _input(self, kind: str, run: Run) -> Path:
+        """The application's float model as a local file (``kind`` "model") or its preprocessed calibration
+        data as ``.npy`` ("calibration"): made once per application, in a thread."""
+        key = kind + json.dumps(run.to_json()["application"], sort_keys=True)
         if key not in self._inputs:
-            self._inputs[key] = asyncio.create_task(asyncio.to_thread(self._inputs_of, run))
+            make = self._model_file if kind == "model" else self._calibration_file
+            self._inputs[key] = asyncio.create_task(asyncio.to_thread(make, run))
         return await self._inputs[key]
 
-    def _inputs_of(self, run: Run) -> tuple[Path, Path]:
-        app = run.application
+    def _folder(self) -> Path:
         inputs = self.data / "bench-inputs"
         inputs.mkdir(parents=True, exist_ok=True)
-        model = Path(app.model)
-        if scheme_of(str(app.model)) not in ("", "file"):
-            digest = hashlib.sha256(str(app.model).encode()).hexdigest()[:16]
-            model = fetch(str(app.model), inputs / f"{app.name}-{digest}.onnx")
-        elif str(app.model).startswith("file:"):
-            model = fetch(str(app.model), inputs / f"{app.name}-{uuid.uuid4().hex[:8]}.onnx")
-        source = app.calibration or app.data
-        key = app.calibration_key if app.calibration else app.data_key
-        values = app.preprocessing.apply(load_array(Path(source), key))
-        if not app.calibration and app.samples:
-            values = values[: app.samples]
+        return inputs
+
+    def _model_file(self, run: Run) -> Path:
+        app = run.application
+        if scheme_of(str(app.model)) == "":
+            return Path(app.model)
+        digest = hashlib.sha256(str(app.model).encode()).hexdigest()[:16]
+        return fetch(str(app.model), self._folder() / f"{app.name}-{digest}.onnx")
+
+    def _calibration_file(self, run: Run) -> Path:
+        app = run.application  # without calibration data, the configuration gives the data and its key
+        source = Path(app.calibration or app.data)
+        values = np.ascontiguousarray(app.preprocessing.apply(load_array(source, app.calibration_key)))
         # named by content: the same data gives the same file and so the same build cache key
-        values = np.ascontiguousarray(values)
         content = hashlib.sha256(values.tobytes() + str(values.shape).encode() + values.dtype.str.encode())
-        calibration = inputs / f"{app.name}-calibration-{content.hexdigest()[:16]}.npy"
+        calibration = self._folder() / f"{app.name}-calibration-{content.hexdigest()[:16]}.npy"
         if not calibration.exists():
             temporary = calibration.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(temporary, values)
             temporary.replace(calibration)
-        return model, calibration
+        return calibration
 
     async def _build(self, run_id: str, run: Run, model: Path, calibration: Path) -> Path:
         optimization = run.optimization
