@@ -121,6 +121,7 @@ def test_cli_lists_configurations_and_refuses_bad_constraints(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert "planner estimates" in done.stdout  # an empty database: no predictor yet
+    assert not (tmp_path / "state").exists()  # asking for advice creates no database
     assert "ecp5-25k-w8a16" in done.stdout and "yes" in done.stdout
     wrong = subprocess.run([*common, "--min-accuracy", "95"], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "--min-accuracy 95.0: give a fraction between 0 and 1" in wrong.stderr

@@ -31,6 +31,15 @@ def _sessions(data: Path, db: str | None) -> Any:
     return open_database(database_url(db, data.resolve()))
 
 
+def _stored(data: Path, db: str | None, **filters: Any) -> list[dict[str, Any]]:
+    """The stored bench results; none (and nothing created) where the default database does not exist yet."""
+    from gatewright.bench.runner import records
+
+    if db is None and not (data / "gatewright.db").exists():
+        return []
+    return records(_sessions(data, db), **filters)
+
+
 def _build_slots() -> int:
     """Builds this machine runs at once: one per core, and at most one per 2 GB of memory (place and
     route of a large design takes about that)."""
@@ -146,9 +155,8 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
     ) -> None:
         """Write the HTML report (tables, plots, Pareto fronts) and a CSV of the stored results."""
         from gatewright.bench.report import write_report
-        from gatewright.bench.runner import records
 
-        rows = records(_sessions(data, db), experiments=experiment, batch=batch)
+        rows = _stored(data, db, experiments=experiment, batch=batch)
         if not rows:
             raise GatewrightError("no bench results match; run `gatewright bench run EXPERIMENTS.yaml` first")
         html, csv = write_report(rows, out_dir)
@@ -164,11 +172,10 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         db: DbOption = None,
     ) -> None:
         """List the stored bench results."""
-        from gatewright.bench.runner import records
 
         if output not in ("table", "json"):
             raise GatewrightError(f"-o {output}: choose table or json")
-        rows = records(_sessions(data, db), experiments=experiment, batch=batch)
+        rows = _stored(data, db, experiments=experiment, batch=batch)
         if output == "json":
             out.print_json(json.dumps(rows, default=str))
         else:
@@ -184,9 +191,8 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
     ) -> None:
         """Learn the predictor from the stored results and show its cross-validated error."""
         from gatewright.bench.predictor import Predictor
-        from gatewright.bench.runner import records
 
-        learned = Predictor.learn(records(_sessions(data, db)), family)
+        learned = Predictor.learn(_stored(data, db), family)
         errors = learned.errors()
         if output == "json":
             out.print_json(json.dumps(errors))
@@ -239,7 +245,6 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
         """List the configurations that can meet the constraints, best first; optionally build and measure them."""
         from gatewright.bench import advisor
         from gatewright.bench.data import Preprocessing, load_array, load_labels
-        from gatewright.bench.runner import records
 
         if min_accuracy is not None and not 0 <= min_accuracy <= 1:
             raise GatewrightError(f"--min-accuracy {min_accuracy}: give a fraction between 0 and 1 (0.95 for 95%)")
@@ -250,8 +255,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
             raise GatewrightError(f"--labels {labels}: {len(y)} labels for {len(x)} samples in --inputs {data_file}")
         cal = prep.apply(load_array(calibration)) if calibration is not None else None
         constraints = advisor.Constraints(max_latency_us, min_accuracy, max_luts, family, tuple(target or ()))
-        sessions = _sessions(data, db)
-        candidates, note = advisor.advise(model, constraints, x, y, cal, records(sessions))
+        candidates, note = advisor.advise(model, constraints, x, y, cal, _stored(data, db))
         say(f"estimates: {note}")
         table = Table(
             "#",
@@ -300,7 +304,7 @@ def register(app: typer.Typer, user_errors: Callable[[Any], Any], out: Console, 
             chosen, model, data_file, labels, calibration, folder / f"{model.stem}.yaml", scale=scale, offset=offset
         )
         say(f"experiment: {spec}")
-        runner = BenchRunner(sessions, data.resolve(), _build_slots(), 1, say)
+        runner = BenchRunner(_sessions(data, db), data.resolve(), _build_slots(), 1, say)
         rows = asyncio.run(runner.run(config.load(spec).runs(), batch_id()))
         verdict = Table(
             "configuration",
