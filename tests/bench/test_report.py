@@ -301,3 +301,13 @@ def test_write_html_with_a_title_and_no_runs(tmp_path: Path) -> None:
     page = path.read_text(encoding="utf-8")
     assert "<title>&lt;b&gt;bench&lt;/b&gt;</title>" in page
     assert "0 runs" in page and "<svg" not in page
+
+
+def test_an_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    from gatewright.errors import GatewrightError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(GatewrightError, match="a-file/out: cannot write the report there"):
+        write_report([], blocker / "out")
+    assert blocker.read_text() == "not a folder"

@@ -31,7 +31,7 @@ def load_array(path: Path, key: str | None = None) -> np.ndarray:
     if key is not None and suffix != ".npz":
         raise InputDataError(f"{path}: an array name ('{key}') applies only to .npz files; remove it")
     if not path.is_file():
-        raise InputDataError(f"{path}: no such file; check the path (relative paths start at the experiment file)")
+        raise InputDataError(f"{path}: no such file; check the path")
     try:
         if suffix == ".csv":
             array = _load_csv(path)

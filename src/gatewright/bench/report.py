@@ -25,6 +25,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from gatewright.errors import GatewrightError
+
 Run = dict[str, Any]
 Objective = tuple[str, str]  # (metric, "min" | "max")
 
@@ -156,8 +158,11 @@ def write_report(records: list[Run], out_dir: Path | str) -> tuple[Path, Path]:
     """Write ``out_dir/report.html`` and ``out_dir/results.csv``; returns their paths."""
     out = Path(out_dir)
     html_path, csv_path = out / "report.html", out / "results.csv"
-    write_html(records, html_path)
-    write_csv(records, csv_path)
+    try:
+        write_html(records, html_path)
+        write_csv(records, csv_path)
+    except OSError as exc:
+        raise GatewrightError(f"{out}: cannot write the report there ({exc.strerror}); choose another folder") from None
     return html_path, csv_path
 
 
