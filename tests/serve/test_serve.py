@@ -45,6 +45,28 @@ def test_kserve_v1_predict(server: Server, repo: Repo) -> None:
     assert status == 404 and "nosuch" in answer["error"]
 
 
+def test_every_answer_carries_its_length_not_chunks(server: Server, repo: Repo) -> None:
+    """Content-Length on successes and errors alike: one write per body, and the client knows at once when it has all
+    of it (uvicorn's default without one is chunked transfer encoding)."""
+    import http.client
+
+    connection = http.client.HTTPConnection(server.http, timeout=30)
+    body = json.dumps(infer_body(repo.x[:1])).encode()
+    for method, path, data, status in (
+        ("POST", "/v2/models/digits/infer", body, 200),
+        ("POST", "/v2/models/digits/infer", b"{not json", 400),
+        ("GET", "/v2/models/nosuch", None, 404),
+        ("GET", "/v2/health/ready", None, 200),
+    ):
+        connection.request(method, path, data, {"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        raw = answer.read()
+        assert answer.status == status
+        assert answer.getheader("Transfer-Encoding") is None
+        assert answer.getheader("Content-Length") == str(len(raw)) and raw
+    connection.close()
+
+
 def test_metrics_follow_the_requests(server: Server, repo: Repo) -> None:
     def families() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         with urllib.request.urlopen(server.base + "/metrics") as answer:

@@ -91,6 +91,9 @@ class HttpApp:
         if len(body) > 512 and _accepts(scope, b"gzip"):
             body = gzip.compress(body, 1)
             headers = [*headers, (b"content-encoding", b"gzip")]
+        # a Content-Length (not uvicorn's default, chunked encoding): the body then leaves in one piece, without the
+        # extra chunk terminator, and the client knows at once when it has all of it
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -253,26 +256,30 @@ class HttpApp:
         else:
             header, binary = body, memoryview(b"")
         data = _loads(header)
-        if not isinstance(data, dict):
+        if type(data) is not dict:
             raise RequestError("the inference request must be a JSON object")
         inputs_json = data.get("inputs")
-        if not isinstance(inputs_json, list) or not inputs_json:
+        if type(inputs_json) is not list or not inputs_json:
             raise RequestError("the inference request needs 'inputs': a list of tensors")
-        params = _params(data.get("parameters"), "request")
-        request = InferRequest(model=name, version=version, id=_request_id(data.get("id")))
-        request.binary_outputs = bool(params.get("binary_data_output", False))
+        request = InferRequest(name, version, _request_id(data.get("id")), {})
+        params = data.get("parameters")
+        if params is not None:
+            request.binary_outputs = bool(_params(params, "request").get("binary_data_output", False))
         at = 0
         for tensor in inputs_json:
-            if not isinstance(tensor, dict):
+            if type(tensor) is not dict:
                 raise RequestError("each input must be an object with name, shape, datatype and data")
             tname = tensor.get("name")
-            if not isinstance(tname, str):
+            if type(tname) is not str:
                 raise RequestError("an input has no 'name'")
             shape = check_shape(tname, tensor.get("shape"))
             datatype = check_datatype(tname, tensor.get("datatype"))
-            tparams = _params(tensor.get("parameters"), f"input '{tname}'")
-            size = tparams.get("binary_data_size") if tparams else None
-            ref = shm_ref(tparams, f"input '{tname}'") if tparams else None
+            tparams = tensor.get("parameters")
+            ref = size = None
+            if tparams is not None:  # binary data or shared memory instead of 'data'
+                tparams = _params(tparams, f"input '{tname}'")
+                size = tparams.get("binary_data_size")
+                ref = shm_ref(tparams, f"input '{tname}'")
             if ref is not None:
                 array = read_shm(self.server, ref, tname, datatype, shape)
             elif size is not None:

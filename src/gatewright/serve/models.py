@@ -152,9 +152,9 @@ class ServedModel:
 
     def check_request(self, inputs: dict[str, tuple[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], int]:
         """The request's tensors as the model's feeds, and its batch size."""
-        unknown = sorted(set(inputs) - set(self.inputs))
-        missing = sorted(set(self.inputs) - set(inputs))
-        if unknown or missing:
+        if inputs.keys() != self.inputs.keys():
+            unknown = sorted(set(inputs) - set(self.inputs))
+            missing = sorted(set(self.inputs) - set(inputs))
             parts = [f"missing input(s) {', '.join(missing)}"] if missing else []
             parts += [f"unknown input(s) {', '.join(unknown)}"] if unknown else []
             raise RequestError(
@@ -167,7 +167,7 @@ class ServedModel:
             if datatype != want:
                 raise RequestError(f"model '{self.name}': input '{name}' is {datatype}; the model expects {want}")
             dims = self.input_dims[name]
-            if len(dims) != array.ndim or not all(d == -1 or d == n for d, n in zip(dims, array.shape, strict=True)):
+            if len(dims) != array.ndim or any(d != n and d != -1 for d, n in zip(dims, array.shape)):  # noqa: B905
                 raise RequestError(
                     f"model '{self.name}': input '{name}' has shape {list(array.shape)}; the model expects {dims} "
                     "(-1: any size)"
@@ -184,7 +184,7 @@ class ServedModel:
                     array.shape
                 )
             feeds[name] = array
-        if self.max_batch_size and len({a.shape[0] for a in feeds.values()}) > 1:
+        if self.max_batch_size and len(feeds) > 1 and len({a.shape[0] for a in feeds.values()}) > 1:
             raise RequestError(f"model '{self.name}': the inputs disagree on the batch size")
         if self.max_batch_size and batch == 0:
             raise RequestError(f"model '{self.name}': the request holds no samples (batch size 0)")

@@ -34,6 +34,10 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 }
 MAX_DIMS = 32  # numpy's arrays hold at most 64 (32 before numpy 2); no model here has more than a handful
 _LITTLE = {name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items() if name != "BYTES"}
+# the kinds of numpy array JSON values may form for each datatype: no silent casts from other kinds
+_JSON_KINDS = {
+    name: "b" if name == "BOOL" else "iuf" if dtype.kind == "f" else "iu" for name, dtype in DATATYPES.items()
+}
 _BY_DTYPE = {dtype.name: name for name, dtype in DATATYPES.items() if name != "BYTES"}
 
 
@@ -83,23 +87,22 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np
             else:
                 raise RequestError(f"tensor '{name}': BYTES elements must be strings, not {type(item).__name__}")
         return out.reshape(shape)
-    if not isinstance(data, list):
-        data = [data]
-    problem = f"tensor '{name}': 'data' must be a (nested) list of {datatype} values in row-major order"
     try:
-        raw = np.asarray(data)  # one conversion; the dtype says what JSON gave: bool, int, float, str, null
+        raw = np.asarray(data if isinstance(data, list) else [data])  # one conversion; its dtype says what JSON gave
     except (ValueError, TypeError):  # ragged nesting
-        raise RequestError(problem) from None
+        raise RequestError(
+            f"tensor '{name}': 'data' must be a (nested) list of {datatype} values in row-major order"
+        ) from None
     if raw.size != count:
         raise RequestError(f"tensor '{name}': {raw.size} elements given, shape {list(shape)} holds {count}")
     # numpy would cast silently (null to NaN, "1.5" to 1.5, 1.9 to 1 for INT32, true to 1): the values, as
     # JSON typed them, must already be of the datatype's kind
-    target = DATATYPES[datatype]
-    kinds = "b" if datatype == "BOOL" else "iuf" if target.kind == "f" else "iu"
-    if raw.size and raw.dtype.kind not in kinds:
+    kinds = _JSON_KINDS[datatype]
+    if raw.dtype.kind not in kinds and count:
         what = {"b": "true or false", "iuf": "numbers", "iu": "whole numbers"}[kinds]
         raise RequestError(f"tensor '{name}': {datatype} data must be {what}")
-    if raw.size and target.kind in "iu":
+    target = DATATYPES[datatype]
+    if kinds == "iu" and count:
         info = np.iinfo(target)
         if raw.min() < info.min or raw.max() > info.max:
             raise RequestError(f"tensor '{name}': a value lies outside {datatype}'s range {info.min}..{info.max}")
