@@ -198,8 +198,10 @@ class Counters:
             self.count += 1
             self.samples += samples
             self.total_s += seconds
-            self.min_s = min(self.min_s, seconds)
-            self.max_s = max(self.max_s, seconds)
+            if seconds < self.min_s:
+                self.min_s = seconds
+            if seconds > self.max_s:
+                self.max_s = seconds
             self.window.append(seconds)
             if cycles is not None:
                 self.cycles_last = cycles
@@ -383,7 +385,7 @@ class Model(ABC):
 
 def batch_size(feeds: Mapping[str, Any]) -> int:
     for value in feeds.values():
-        shape = np.shape(value)
+        shape = value.shape if type(value) is np.ndarray else np.shape(value)
         return int(shape[0]) if shape else 1
     return 0
 

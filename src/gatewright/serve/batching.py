@@ -67,6 +67,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gw-{name}")
         self._busy = False  # a batch is executing
         self._average_ns: float | None = None  # moving average of the execution time; None: not measured yet
+        self._inline = False  # executions are fast (by the moving average) and no queue delay is asked for
         self.closed = False
 
     @property
@@ -76,13 +77,7 @@ class Batcher:
     async def infer(self, feeds: Feeds, samples: int) -> tuple[Outputs, Timing]:
         if self.closed:
             raise RuntimeError("batcher closed")
-        if (
-            not self._pending
-            and not self._busy
-            and not self.max_queue_delay_ns
-            and self._average_ns is not None
-            and self._average_ns < INLINE_BELOW_NS
-        ):  # idle and fast: run it here, without a trip through the worker
+        if self._inline and not self._pending and not self._busy:  # idle and fast: run it here, not via the worker
             start = time.perf_counter_ns()
             outputs, infer_ns = self._execute(feeds)
             self._executed(samples, infer_ns)
@@ -113,7 +108,7 @@ class Batcher:
             self._busy = True
             try:
                 feeds = batch[0].feeds if len(batch) == 1 else _concat([p.feeds for p in batch])
-                if self._average_ns is not None and self._average_ns < INLINE_BELOW_NS:
+                if self._average_ns is not None and self._average_ns < INLINE_BELOW_NS:  # (delay or not)
                     outputs, infer_ns = self._execute(feeds)
                 else:
                     outputs, infer_ns = await loop.run_in_executor(self._executor, self._execute, feeds)
@@ -133,6 +128,7 @@ class Batcher:
 
     def _executed(self, samples: int, infer_ns: int) -> None:
         self._average_ns = infer_ns if self._average_ns is None else 0.9 * self._average_ns + 0.1 * infer_ns
+        self._inline = self._average_ns < INLINE_BELOW_NS and not self.max_queue_delay_ns
         if self._on_batch:
             self._on_batch(samples, infer_ns)
 

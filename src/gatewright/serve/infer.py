@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,7 @@ class ShmRef:
     byte_size: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class RequestedOutput:
     name: str
     binary: bool | None = None  # None: the request's default
@@ -78,21 +80,26 @@ async def run(server: InferenceServer, request: InferRequest) -> tuple[ServedMod
     """Run the request on its model; returns the model, the outputs and the batcher's timing."""
     served = server.model(request.model, request.version)
     feeds, samples = served.check_request(request.inputs)
-    wanted = request.outputs
-    if wanted is None:
-        wanted = [RequestedOutput(name) for name in served.outputs]
-    for want in wanted:  # before the device spends time on the request
-        if want.name not in served.outputs:
-            raise RequestError(
-                f"model '{served.name}' has no output '{want.name}'; its outputs are {', '.join(served.outputs)}"
-            )
+    wanted: Sequence[RequestedOutput]
+    if request.outputs is None:
+        wanted = _every_output(served.output_names)
+    else:
+        wanted = request.outputs
+        for want in wanted:  # before the device spends time on the request
+            if want.name not in served.outputs:
+                raise RequestError(
+                    f"model '{served.name}' has no output '{want.name}'; its outputs are {', '.join(served.outputs)}"
+                )
     outputs, timing = await served.infer(feeds, samples)
     result = []
     for want in wanted:
         datatype = served.datatypes[want.name]
-        array = np.asarray(outputs[want.name])
-        if datatype != "BYTES" and array.dtype != DATATYPES[datatype]:  # as the model declares it
-            array = array.astype(DATATYPES[datatype])
+        array = outputs[want.name]
+        if type(array) is not np.ndarray:
+            array = np.asarray(array)
+        declared = DATATYPES[datatype]
+        if array.dtype is not declared and datatype != "BYTES" and array.dtype != declared:  # as the model says
+            array = array.astype(declared)
         if want.classification:
             array, datatype = classify(array, want.classification, want.name, served.max_batch_size > 0)
         binary = request.binary_outputs if want.binary is None else want.binary
@@ -109,6 +116,12 @@ async def run(server: InferenceServer, request: InferRequest) -> tuple[ServedMod
             tensor.shm = ShmRef(want.shm.region, want.shm.offset, len(data))
         result.append(tensor)
     return served, result, timing
+
+
+@functools.lru_cache(maxsize=256)
+def _every_output(names: tuple[str, ...]) -> tuple[RequestedOutput, ...]:
+    """What a request that names no outputs gets: every output, with the request's defaults (made once per model)."""
+    return tuple(RequestedOutput(name) for name in names)
 
 
 def classify(array: np.ndarray, k: int, name: str, batched: bool) -> tuple[np.ndarray, str]:

@@ -97,6 +97,7 @@ class ServedModel:
         self.inputs = {s.name: s for s in model.inputs}
         self.outputs = {s.name: s for s in model.outputs if s.shape is not None}  # tensors only
         self.skipped_outputs = [s.name for s in model.outputs if s.shape is None]
+        self.output_names = tuple(self.outputs)
         # the protocol's datatype of every tensor (raises for a dtype the protocol cannot carry)
         self.datatypes = {s.name: datatype_of(s.dtype) for s in (*model.inputs, *self.outputs.values())}
         self.input_dims = {s.name: _dims(s) for s in model.inputs}
