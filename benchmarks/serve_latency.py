@@ -1,10 +1,13 @@
 """What serving costs per request: gatewright's Open Inference Protocol server next to a floor and two peers, over
 REST and gRPC, all running the same digits model on the CPU.
 
-Servers (one at a time; each is stopped before the next starts):
+Servers (all started first; an idle one costs the others nothing):
   floor       REST: a raw ASGI callable (no framework) answering every request with a fixed infer-response body,
               run by uvicorn with uvloop and httptools, one worker, no access log. gRPC: a grpc.aio server with
               only ModelInfer, returning a fixed ModelInferResponse. Neither runs a model.
+  floor+model the floor's REST and gRPC servers, but decoding the request, running the model on onnxruntime (one
+              intra-op thread, as gatewright's cpu device) and answering its outputs; nothing else (no routing,
+              checks, batching or statistics): the least any Python server running this model spends here.
   gatewright  `gatewright serve --model-repository DIR` (Triton layout: DIR/digits/1/model.onnx), the `cpu` device.
   mlserver    Seldon MLServer 1.7.x with a custom runtime (an MLModel running the ONNX on onnxruntime), settings
               left at their defaults apart from host and ports.
@@ -25,11 +28,14 @@ Clients are separate processes (serve_peers/client.py), the same code for every 
 Every response must be 200 / OK and parse; for real servers the predicted label must equal onnxruntime's in this
 process (the check column counts the ones that do not). Latency is timed from sending a request to having its whole
 response; parsing and checking happen outside that time.
-  sequential  one client, --warmup requests, then --requests timed requests: p50 and p99;
-  8 clients   --clients client processes, sequential requests each, for --seconds: requests/s in all, p50 and p99.
+  sequential  one client: --requests timed requests in all, split into --rounds rounds; each round gives every server
+              its share in turn (after --warmup requests), the order rotating, so that a slow spell of this shared
+              machine falls on all servers alike: p50 and p99 over all rounds;
+  8 clients   --clients client processes, sequential requests each, for --seconds, one server at a time: requests/s in
+              all, p50 and p99.
 
     .venv/bin/python benchmarks/serve_latency.py [--requests 2000] [--seconds 10] [--clients 8]
-        [--servers floor,gatewright,mlserver,kserve] [--json out.json]
+        [--servers floor,floor+model,gatewright,mlserver,kserve] [--rounds 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "serve_peers"
 VENVS = Path(os.environ.get("GATEWRIGHT_BENCH_VENVS", Path.home() / ".cache" / "gatewright" / "bench-venvs"))
-SERVERS = ("floor", "gatewright", "mlserver", "kserve")  # the default set
+SERVERS = ("floor", "floor+model", "gatewright", "mlserver", "kserve")  # the default set
 OPTIONAL = ("mlserver-lean", "kserve-lean")
 # what each peer's virtual environment installs (pip), and the packages whose versions the report names
 PEER_PACKAGES = {
@@ -187,6 +193,22 @@ def start_floor(work: Path, versions: dict[str, str], console: Any) -> Running:
     return running
 
 
+def start_floor_model(work: Path, versions: dict[str, str], console: Any) -> Running:
+    """The floor plus the model and nothing else (serve_peers/floor_model_rest.py, floor_grpc.py with a model)."""
+    running = Running("floor+model", free_port(), free_port(), work / "floor-model.log")
+    python = sys.executable
+    if not has_modules(python, "uvicorn", "uvloop", "httptools", "orjson", "onnxruntime"):
+        raise Skip(f"{python} lacks uvicorn, uvloop, httptools, orjson or onnxruntime (pip install -e . there)")
+    model = work / "repository" / MODEL / "1" / "model.onnx"
+    env = {"GW_BENCH_MODEL": str(model), "GW_BENCH_FLOOR_RESPONSE": str(work / "floor-response.json")}
+    rest = [python, "-m", "uvicorn", "floor_model_rest:app", "--app-dir", str(PEERS), "--host", "127.0.0.1",
+            "--port", str(running.http_port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
+            "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    grpc_floor = [python, str(PEERS / "floor_grpc.py"), str(running.grpc_port), str(model)]
+    running.processes = [spawn(command, running.log, env=env) for command in (rest, grpc_floor)]
+    return running
+
+
 def start_gatewright(work: Path, versions: dict[str, str], console: Any) -> Running:
     running = Running("gatewright", free_port(), free_port(), work / "gatewright.log")
     executable = Path(sys.executable).parent / "gatewright"
@@ -232,6 +254,7 @@ def start_kserve(work: Path, versions: dict[str, str], console: Any, lean: bool 
 
 STARTERS = {
     "floor": start_floor,
+    "floor+model": start_floor_model,
     "gatewright": start_gatewright,
     "mlserver": start_mlserver,
     "kserve": start_kserve,
@@ -289,8 +312,8 @@ HTTP_CLIENT = ["socket"]  # set from --http-client; every client process of the 
 
 def run_clients(
     work: Path, protocol: str, port: int, clients: int, *, requests: int, seconds: float, warmup: int, check: bool
-) -> dict[str, Any]:
-    """Run `clients` client processes at once; their latencies and counts put together."""
+) -> list[dict[str, Any]]:
+    """Run `clients` client processes at once; the result of each (latencies, counts, time span)."""
     processes, results = [], []
     try:
         for k in range(clients):
@@ -317,11 +340,15 @@ def run_clients(
         for process in processes:
             stop(process)
     missing = {"fatal": "the client wrote no result (see clients.log)"}
-    parts = [json.loads(path.read_text()) if path.exists() else missing for path in results]
+    return [json.loads(path.read_text()) if path.exists() else missing for path in results]
+
+
+def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Latency percentiles, requests/s and counts of client results (one client's rounds, or concurrent clients)."""
     fatal = next((part["fatal"] for part in parts if "fatal" in part), None)
     latencies = np.concatenate([np.asarray(part.get("latencies_ns", []), np.float64) for part in parts]) / 1e3
     measured = [part for part in parts if "start" in part]
-    span = max(p["end"] for p in measured) - min(p["start"] for p in measured) if measured else 0.0
+    span = sum(p["end"] - p["start"] for p in measured) / len(measured) if measured else 0.0  # clients run together
     return {
         "count": len(latencies),
         "p50": float(np.percentile(latencies, 50)) if len(latencies) else None,
@@ -361,22 +388,33 @@ def digits_repository(work: Path) -> np.ndarray:
     return x
 
 
-def measure(args: argparse.Namespace, work: Path, running: Running, console: Any) -> dict[str, dict[str, Any]]:
-    check = running.name != "floor"  # the floor answers a fixed label
-    rows = {}
-    for protocol, port in (("rest", running.http_port), ("grpc", running.grpc_port)):
-        console.print(f"  {running.name} {protocol}: {args.requests} sequential requests, "
-                      f"then {args.clients} clients for {args.seconds:g} s")  # fmt: skip
-        common = {"warmup": args.warmup, "check": check}
-        sequential = run_clients(work, protocol, port, 1, requests=args.requests, seconds=0, **common)
-        common["warmup"] = max(10, args.warmup // 10)
-        loaded = run_clients(work, protocol, port, args.clients, requests=0, seconds=args.seconds, **common)
-        rows[protocol] = {"sequential": sequential, "loaded": loaded}
-        for what, part in (("sequential", sequential), (f"{args.clients} clients", loaded)):
-            if part["first_error"] or part["wrong"]:
-                console.print(f"    [red]{what}: {part['errors']} errors, {part['wrong']} wrong labels of "
-                              f"{part['checked']} checked; first error: {part['first_error']}[/red]")  # fmt: skip
-    return rows
+def measure(args: argparse.Namespace, work: Path, servers: list[Running], console: Any) -> dict[str, Any]:
+    """Every server is running (idle ones cost nothing). Sequential latency is taken in --rounds rounds, each giving
+    every server its share of the requests in turn (the order rotating), so that a slow spell of this shared machine
+    falls on all of them alike; then the concurrent clients, one server at a time."""
+    results: dict[str, Any] = {running.name: {} for running in servers}
+    for protocol in ("rest", "grpc"):
+        per_round = max(1, args.requests // args.rounds)
+        console.print(f"  {protocol}: {args.rounds} rounds of {per_round} sequential requests per server, interleaved")
+        parts: dict[str, list[dict[str, Any]]] = {running.name: [] for running in servers}
+        for round_ in range(args.rounds):
+            for running in servers[round_ % len(servers) :] + servers[: round_ % len(servers)]:
+                port = running.http_port if protocol == "rest" else running.grpc_port
+                check = running.name != "floor"  # the floor answers a fixed label
+                parts[running.name] += run_clients(work, protocol, port, 1, requests=per_round, seconds=0,
+                                                   warmup=args.warmup, check=check)  # fmt: skip
+        for running in servers:
+            console.print(f"  {running.name} {protocol}: {args.clients} clients for {args.seconds:g} s")
+            port = running.http_port if protocol == "rest" else running.grpc_port
+            loaded = run_clients(work, protocol, port, args.clients, requests=0, seconds=args.seconds,
+                                 warmup=max(10, args.warmup // 10), check=running.name != "floor")  # fmt: skip
+            rows = {"sequential": summarize(parts[running.name]), "loaded": summarize(loaded)}
+            results[running.name][protocol] = rows
+            for what, part in (("sequential", rows["sequential"]), (f"{args.clients} clients", rows["loaded"])):
+                if part["first_error"] or part["wrong"]:
+                    counts = f"{part['errors']} errors, {part['wrong']} wrong labels of {part['checked']} checked"
+                    console.print(f"    [red]{running.name} {what}: {counts}; first error: {part['first_error']}[/red]")
+    return results
 
 
 def report(args: argparse.Namespace, results: dict[str, Any], skipped: dict[str, str], console: Any) -> list[dict]:
@@ -434,7 +472,11 @@ def report(args: argparse.Namespace, results: dict[str, Any], skipped: dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="timed sequential requests per row")
-    parser.add_argument("--warmup", type=int, default=200, help="sequential warm-up requests (a tenth per client)")
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="warm-up requests per sequential round (a tenth per concurrent client)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds the sequential requests are split "
+                        "into")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the concurrent measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client processes")
     parser.add_argument(
@@ -469,6 +511,7 @@ def main() -> None:
     skipped: dict[str, str] = {}
     try:
         digits_repository(work)
+        running_servers: list[Running] = []
         for name in servers:
             running = None
             try:
@@ -476,19 +519,21 @@ def main() -> None:
                 took = wait_ready(running)
                 console.print(f"[bold]{name}[/bold] ready in {took:.1f} s (REST :{running.http_port}, "
                               f"gRPC :{running.grpc_port})")  # fmt: skip
-                results[name] = measure(args, work, running, console)
+                running_servers.append(running)
             except Skip as why:
                 skipped[name] = str(why)
                 console.print(f"[yellow]skipping {name}:[/yellow] {why}")
-            finally:
                 for process in running.processes if running else []:
                     stop(process)
+        if running_servers:
+            results = measure(args, work, running_servers, console)
         rows = report(args, results, skipped, console)
         console.print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores; "
             + ", ".join(f"{k} {v}" for k, v in versions.items())
             + f"; REST client: {'raw socket' if args.http_client == 'socket' else 'http.client'}"
-            + f"; {args.requests} sequential requests after {args.warmup} warm-up; {args.clients} clients for "
+            + f"; {args.requests} sequential requests in {args.rounds} interleaved rounds, {args.warmup} warm-up each; "
+            f"{args.clients} clients for "
             f"{args.seconds:g} s; work folder {work}{'' if args.keep else ' (removed)'}"
         )
         if args.json:

@@ -2,7 +2,9 @@
 answering every call with one fixed ModelInferResponse (the outputs in the file named by GW_BENCH_FLOOR_RESPONSE,
 as raw_output_contents).
 
-    python benchmarks/serve_peers/floor_grpc.py PORT
+    python benchmarks/serve_peers/floor_grpc.py PORT [MODEL.onnx]
+
+With MODEL.onnx it is the "floor + model" row instead: it runs the model on each call (FloorModel).
 """
 
 from __future__ import annotations
@@ -40,13 +42,39 @@ class Floor(inference_pb2_grpc.GRPCInferenceServiceServicer):
         return self.response
 
 
-async def serve(port: int) -> None:
+class FloorModel(inference_pb2_grpc.GRPCInferenceServiceServicer):
+    """Floor + model: decode the raw input, run the model on onnxruntime, answer its outputs raw; nothing else."""
+
+    def __init__(self, model: str) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    async def ModelInfer(
+        self, request: inference_pb2.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ModelInferResponse:
+        tensor = request.inputs[0]
+        x = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(tensor.shape)
+        results = self.session.run(self.outputs, {tensor.name: x})
+        response = inference_pb2.ModelInferResponse(model_name=request.model_name, model_version="1")
+        for name, value in zip(self.outputs, results, strict=True):
+            datatype = "INT64" if value.dtype == np.int64 else "FP32"
+            response.outputs.add(name=name, datatype=datatype, shape=value.shape)
+            response.raw_output_contents.append(value.tobytes())
+        return response
+
+
+async def serve(port: int, model: str | None) -> None:
     server = grpc.aio.server()
-    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), server)
+    servicer = FloorModel(model) if model else Floor()
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1])))
+    asyncio.run(serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))
