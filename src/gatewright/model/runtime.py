@@ -27,8 +27,10 @@ class OnnxRunner:
         self.fixed_batch = fixed_batch
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        if self.fixed_batch is None:
+            return dict(zip(self.output_names, self._run(feeds), strict=True))
         batch = len(next(iter(feeds.values())))
-        if self.fixed_batch is None or batch == self.fixed_batch:
+        if batch == self.fixed_batch:
             return dict(zip(self.output_names, self._run(feeds), strict=True))
         if batch % self.fixed_batch:
             raise InputDataError(
@@ -42,7 +44,7 @@ class OnnxRunner:
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
         try:
-            return list(self.session.run(self.output_names, feeds if isinstance(feeds, dict) else dict(feeds)))
+            return self.session.run(self.output_names, feeds if type(feeds) is dict else dict(feeds))
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
             raise InputDataError(f"onnxruntime rejects the input: {str(exc).splitlines()[0]}") from None
 

@@ -510,18 +510,23 @@ def _allow(method: str, allowed: str, path: str, also: str = "") -> None:
         )
 
 
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, made once per request: a request asks for several."""
+    headers: dict[bytes, bytes] | None = scope.get("gatewright.headers")
+    if headers is None:
+        headers = scope["gatewright.headers"] = {key: value for key, value in reversed(scope["headers"])}  # first wins
+    return headers
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1").strip().lower() if name != HEADER_LENGTH else value.decode("latin-1").strip()
-    return None
+    value = _headers(scope).get(name)
+    if value is None:
+        return None
+    return value.decode("latin-1").strip().lower() if name != HEADER_LENGTH else value.decode("latin-1").strip()
 
 
 def _accepts(scope: Scope, encoding: bytes) -> bool:
-    for key, value in scope["headers"]:
-        if key == b"accept-encoding":
-            return encoding in value
-    return False
+    return encoding in _headers(scope).get(b"accept-encoding", b"")
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
