@@ -495,6 +495,11 @@ def main() -> None:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if unknown := sorted(set(servers) - set(SERVERS + OPTIONAL)):
         parser.error(f"unknown servers {unknown}; choose from {', '.join(SERVERS + OPTIONAL)}")
+    for option in ("requests", "rounds", "clients"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1, not {getattr(args, option)}")
+    if args.seconds <= 0 or args.warmup < 0:
+        parser.error("--seconds must be positive and --warmup not negative")
 
     import grpc
     import onnxruntime as ort

@@ -108,7 +108,9 @@ class Batcher:
             self._busy = True
             try:
                 feeds = batch[0].feeds if len(batch) == 1 else _concat([p.feeds for p in batch])
-                if self._average_ns is not None and self._average_ns < INLINE_BELOW_NS:  # (delay or not)
+                if (
+                    self._average_ns is not None and self._average_ns < INLINE_BELOW_NS
+                ):  # fast: here, queue delay or not
                     outputs, infer_ns = self._execute(feeds)
                 else:
                     outputs, infer_ns = await loop.run_in_executor(self._executor, self._execute, feeds)
